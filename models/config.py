@@ -1,0 +1,209 @@
+"""TrainConfig: the one typed contract between the search and the trainer.
+
+A config file uses the design document's keys (`model.architecture`, `model.checkpoint`,
+`training.*`, `qlora.*`); a space file adds a `search:` block, which belongs to the search
+side and is ignored here. Every value can also be addressed by its dotted name
+("training.learning_rate"), which is how the search and the command line override it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.families import FAMILIES
+
+
+class ConfigError(ValueError):
+    """A config that cannot be trained; the message names the key and the fix."""
+
+
+METHODS = ("full", "lora", "qlora", "unsloth")
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "t5"
+    checkpoint: str = "t5-small"
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 2
+    learning_rate: float = 3e-4
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.01
+    num_epochs: float = 3.0
+    max_steps: int = -1  # > 0 caps optimizer steps (a quick run), whatever num_epochs says
+    label_smoothing: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "auto"  # bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    max_source_length: int = 512
+    max_target_length: int = 128
+    eval_steps: int = 200  # also evaluated at the end of training
+    eval_subset: int = 200  # dev rows generated at intermediate evals; the final eval uses all
+    eval_batch_size: int = 32
+    num_beams: int = 4
+    generation_max_length: int = 100
+    metric: str = "mean"  # rouge1 | rouge2 | rougeL | mean, maximized
+    rouge_tokenize: str = "morpheme"
+    seed: int = 42
+
+
+@dataclass
+class QLoraConfig:
+    use_lora: bool = False
+    use_qlora: bool = False
+    use_unsloth: bool = False
+    load_in_4bit: bool = True
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    qlora: QLoraConfig = field(default_factory=QLoraConfig)
+
+    @property
+    def method(self) -> str:
+        if self.qlora.use_unsloth:
+            return "unsloth"
+        if self.qlora.use_qlora:
+            return "qlora"
+        return "lora" if self.qlora.use_lora else "full"
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a file from spaces/ or your own copy")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax there") from None
+        return cls.from_dict(raw or {}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "TrainConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping with model/training/qlora blocks")
+        flat: dict[str, Any] = {}
+        for section, values in raw.items():
+            if section == "search":  # the search side's block (search.space reads it)
+                continue
+            if section not in _SECTIONS:
+                raise ConfigError(f"{source}: unknown block '{section}'; use one of {', '.join(_SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: '{section}' must be a mapping of keys to values")
+            flat.update({f"{section}.{key}": value for key, value in values.items()})
+        return cls().override(flat, source=source)
+
+    def override(self, values: dict[str, Any], source: str = "override") -> "TrainConfig":
+        """A copy with dotted keys replaced; `method` sets the qlora.use_* flags."""
+        config = dataclasses.replace(
+            self,
+            model=dataclasses.replace(self.model),
+            training=dataclasses.replace(self.training),
+            qlora=dataclasses.replace(self.qlora),
+        )
+        for key, value in values.items():
+            if key == "method":
+                config._set_method(value, source)
+                continue
+            section, _, name = key.partition(".")
+            block = getattr(config, section, None) if section in _SECTIONS else None
+            if block is None or name not in _FIELD_TYPES[section]:
+                raise ConfigError(f"{source}: unknown key '{key}'; see spaces/t5.yaml for the keys")
+            setattr(block, name, _coerce(value, _FIELD_TYPES[section][name], key, source))
+        config.validate(source)
+        return config
+
+    def _set_method(self, method: str, source: str) -> None:
+        if method not in METHODS:
+            raise ConfigError(f"{source}: unknown method '{method}'; use one of {', '.join(METHODS)}")
+        self.qlora.use_lora = method == "lora"
+        self.qlora.use_qlora = method == "qlora"
+        self.qlora.use_unsloth = method == "unsloth"
+
+    def validate(self, source: str = "config") -> None:
+        t, q = self.training, self.qlora
+        checks = [
+            (self.model.architecture in FAMILIES, "model.architecture", f"use one of {', '.join(FAMILIES)}"),
+            (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
+            (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
+            (t.metric in ("rouge1", "rouge2", "rougeL", "mean"), "training.metric", "use rouge1, rouge2, rougeL or mean"),
+            (t.rouge_tokenize in ("morpheme", "whitespace"), "training.rouge_tokenize", "use morpheme or whitespace"),
+            (t.batch_size >= 1, "training.batch_size", "use 1 or more"),
+            (t.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "use 1 or more"),
+            (t.learning_rate > 0, "training.learning_rate", "use a positive number"),
+            (t.num_epochs > 0 or t.max_steps > 0, "training.num_epochs", "use a positive number (or set max_steps)"),
+            (0 <= t.warmup_ratio < 1, "training.warmup_ratio", "use a fraction in [0, 1)"),
+            (0 <= t.label_smoothing < 1, "training.label_smoothing", "use a fraction in [0, 1)"),
+            (t.eval_steps >= 1, "training.eval_steps", "use 1 or more"),
+            (t.num_beams >= 1, "training.num_beams", "use 1 or more"),
+            (t.max_source_length >= 8 and t.max_target_length >= 4, "training.max_source_length",
+             "use lengths of at least 8 (source) and 4 (target) tokens"),
+            (q.lora_rank >= 1 and q.lora_alpha > 0, "qlora.lora_rank", "use a positive rank and alpha"),
+            (sum((q.use_lora, q.use_qlora, q.use_unsloth)) <= 1, "qlora.use_qlora",
+             "set at most one of use_lora, use_qlora, use_unsloth"),
+            (not (q.use_qlora and not q.load_in_4bit), "qlora.load_in_4bit",
+             "QLoRA is 4-bit by definition; set use_lora for 16-bit LoRA instead"),
+        ]
+        for ok, key, fix in checks:
+            if not ok:
+                raise ConfigError(f"{source}: bad value for '{key}'; {fix}")
+
+    # -- views --------------------------------------------------------------------------
+    def to_flat(self) -> dict[str, Any]:
+        """Every hyperparameter as one flat dict of dotted keys, logged verbatim."""
+        flat = {f"{s}.{k}": v for s in _SECTIONS for k, v in dataclasses.asdict(getattr(self, s)).items()}
+        flat["method"] = self.method
+        return flat
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS}
+
+
+_SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "qlora": QLoraConfig}
+_FIELD_TYPES = {
+    section: {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    for section, cls in _SECTIONS.items()
+    for hints in [typing.get_type_hints(cls)]
+}
+
+
+def _coerce(value: Any, kind: type, key: str, source: str) -> Any:
+    """YAML gives `3e-4` as a string and `16` for a float: accept what is meant, refuse the rest."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: '{key}' must be {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,178 @@
+"""CSV in, tokenized examples out: validation, an on-disk cache, padding and length-grouped batches."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.families import Family
+
+REQUIRED = ("fname", "dialogue")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file, the problem and the fix."""
+
+
+@dataclass
+class Split:
+    """One CSV, read and tokenized. `references` is empty for a test file."""
+    path: Path
+    fnames: list[str]
+    dialogues: list[str]
+    references: list[list[str]]
+    features: list[dict[str, list[int]]]  # input_ids, labels (when summaries exist), prompt_ids
+    skipped: int  # rows dropped for an empty dialogue
+
+    def __len__(self) -> int:
+        return len(self.fnames)
+
+
+def read_rows(path: str | Path, need_summary: bool) -> tuple[list[dict[str, str]], int]:
+    """The usable rows of a CSV and how many were skipped for an empty dialogue."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the path (or use --demo for the bundled data)")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV") from None
+    except csv.Error as err:
+        raise DataError(f"{path} is not a readable CSV ({err}); check its quoting") from None
+    if not columns:
+        raise DataError(f"{path} is empty; it needs a header row fname,dialogue,summary and data rows")
+    missing = [c for c in REQUIRED + (("summary",) if need_summary else ()) if c not in columns]
+    if missing:
+        raise DataError(f"{path} has no column {', '.join(missing)}; its columns are {', '.join(columns)}")
+    usable = [r for r in rows if (r.get("dialogue") or "").strip()]
+    if need_summary:
+        usable = [r for r in usable if (r.get("summary") or "").strip()]
+    if not usable:
+        raise DataError(f"{path} has no row with a non-empty dialogue{' and summary' if need_summary else ''}; "
+                        "fill those columns")
+    return usable, len(rows) - len(usable)
+
+
+def references(row: dict[str, str]) -> list[str]:
+    """`summary`, `summary2`, `summary3`...: several references per row are allowed."""
+    refs = [row.get("summary") or ""]
+    n = 2
+    while f"summary{n}" in row:
+        refs.append(row[f"summary{n}"] or "")
+        n += 1
+    return [r.strip() for r in refs if r and r.strip()]
+
+
+def load_split(path: str | Path, tokenizer, family: Family, max_source: int, max_target: int,
+               need_summary: bool = True, cache_dir: Path | None = None) -> Split:
+    rows, skipped = read_rows(path, need_summary)
+    dialogues = [r["dialogue"].strip() for r in rows]
+    refs = [references(r) for r in rows] if need_summary else []
+    key = _cache_key(Path(path), tokenizer, family, max_source, max_target, need_summary)
+    cache = (cache_dir or default_cache_dir()) / "tokenized" / f"{key}.pt"
+    if cache.is_file():
+        features = torch.load(cache)
+    else:
+        features = tokenize(dialogues, [r[0] for r in refs] if need_summary else None,
+                            tokenizer, family, max_source, max_target)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(features, tmp)
+        os.replace(tmp, cache)  # atomic: parallel trials may tokenize the same file at once
+    return Split(Path(path), [r["fname"] for r in rows], dialogues, refs, features, skipped)
+
+
+def tokenize(dialogues: list[str], summaries: list[str] | None, tokenizer, family: Family,
+             max_source: int, max_target: int) -> list[dict[str, list[int]]]:
+    if family.is_causal:
+        return _tokenize_causal(dialogues, summaries, tokenizer, family, max_source, max_target)
+    sources = tokenizer([family.prefix + d for d in dialogues], truncation=True, max_length=max_source)["input_ids"]
+    if summaries is None:
+        return [{"input_ids": s} for s in sources]
+    targets = tokenizer(text_target=summaries, truncation=True, max_length=max_target)["input_ids"]
+    return [{"input_ids": s, "labels": t} for s, t in zip(sources, targets)]
+
+
+def _tokenize_causal(dialogues, summaries, tokenizer, family, max_source, max_target):
+    """dialogue + separator + summary + eos, the loss on the summary alone.
+
+    A long dialogue is cut from the front: the end of a conversation usually holds its
+    conclusion, and the separator must stay so the model knows where the summary starts.
+    """
+    sep = tokenizer(family.separator, add_special_tokens=False)["input_ids"]
+    bodies = tokenizer(dialogues, add_special_tokens=False)["input_ids"]
+    prompts = [body[-(max_source - len(sep)):] + sep for body in bodies]
+    if summaries is None:
+        return [{"prompt_ids": p} for p in prompts]
+    eos = [tokenizer.eos_token_id]
+    targets = tokenizer(summaries, add_special_tokens=False)["input_ids"]
+    features = []
+    for prompt, target in zip(prompts, targets):
+        target = target[: max_target - 1] + eos
+        features.append({"input_ids": prompt + target, "labels": [-100] * len(prompt) + target,
+                         "prompt_ids": prompt})
+    return features
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SUMSWEEP_CACHE", Path.home() / ".cache" / "sumsweep"))
+
+
+def _cache_key(path: Path, tokenizer, family: Family, max_source: int, max_target: int, labelled: bool) -> str:
+    digest = hashlib.sha256()
+    digest.update(path.read_bytes())
+    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update(repr((family.kind, family.prefix, family.separator, max_source, max_target, labelled,
+                        tokenizer.eos_token_id, tokenizer.pad_token_id)).encode())
+    return digest.hexdigest()[:32]
+
+
+def pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows])
+
+
+def collate(features: list[dict[str, list[int]]], pad_id: int, key: str = "input_ids",
+            left_pad: bool = False) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest row. Left padding is for causal generation, where new tokens follow the prompt."""
+    rows = [f[key] for f in features]
+    batch = {"input_ids": pad(rows, pad_id, left_pad), "attention_mask": pad([[1] * len(r) for r in rows], 0, left_pad)}
+    if key == "input_ids" and "labels" in features[0]:
+        batch["labels"] = pad([f["labels"] for f in features], -100)
+    return batch
+
+
+class LengthGroupedBatches:
+    """Batches of similar lengths, in random order, so little of each batch is padding.
+
+    Rows are shuffled, cut into windows of 50 batches, sorted by length inside each window and
+    batched; the batches are then shuffled. Each pass over it is a new epoch with its own order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start: start + span], key=self.lengths.__getitem__, reverse=True)
+            batches += [chunk[i: i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)

@@ -1,0 +1,68 @@
+"""Summaries from a model: shared by the trainer's evaluation and `models.predict`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from models.config import TrainConfig
+from models.data import collate
+from models.families import Family, get_family
+from models.methods import CheckpointError, _from_pretrained, load_tokenizer
+
+METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
+             max_new_tokens: int, batch_size: int, device: torch.device) -> list[str]:
+    """One summary per feature row, in order. Rows are batched by length so batches carry little padding."""
+    key = "prompt_ids" if family.is_causal else "input_ids"
+    order = sorted(range(len(features)), key=lambda i: len(features[i][key]))
+    summaries: list[str] = [""] * len(features)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        # Causal models continue the prompt, so prompts are left-padded to end at the same column.
+        batch = collate([{"input_ids": features[i][key]} for i in rows], tokenizer.pad_token_id,
+                        left_pad=family.is_causal)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if family.is_causal:
+            out = out[:, batch["input_ids"].shape[1]:]
+        for i, text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True)):
+            summaries[i] = text.strip()
+    model.train(was_training)
+    return summaries
+
+
+def save_checkpoint(model, tokenizer, config: TrainConfig, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)  # a PEFT model saves its adapter alone
+    tokenizer.save_pretrained(folder)
+    (folder / METADATA).write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def load_checkpoint(folder: str | Path, device: torch.device):
+    """A checkpoint saved by the trainer, ready to generate: (model, tokenizer, family, config)."""
+    folder = Path(folder)
+    meta = folder / METADATA
+    if not meta.is_file():
+        raise CheckpointError(f"{folder} is not a sumsweep checkpoint (no {METADATA}); "
+                              "pass the best/ folder of a training run, e.g. outputs/t5-small/best")
+    config = TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
+    family = get_family(config.model.architecture)
+    if (folder / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
+
+        auto = AutoPeftModelForCausalLM if family.is_causal else AutoPeftModelForSeq2SeqLM
+        # The adapter is merged into full-precision base weights: generation needs no peft after this.
+        model = _from_pretrained(auto, str(folder)).merge_and_unload()
+    else:
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        model = _from_pretrained(AutoModelForCausalLM if family.is_causal else AutoModelForSeq2SeqLM, str(folder))
+    return model.to(device).eval(), load_tokenizer(str(folder)), family, config

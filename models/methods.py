@@ -1,0 +1,132 @@
+"""Build the model for a training method: full fine-tuning, LoRA, QLoRA (4-bit + LoRA) or unsloth."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
+
+from models.config import ConfigError, TrainConfig
+from models.families import Family
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says why and what to pass instead."""
+
+
+def load_tokenizer(checkpoint: str):
+    tokenizer = _from_pretrained(AutoTokenizer, checkpoint)
+    if tokenizer.pad_token is None:  # GPT-2 ships no pad token; padded positions are masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _from_pretrained(cls, checkpoint: str, **kwargs):
+    local = Path(checkpoint).expanduser()
+    try:
+        return cls.from_pretrained(str(local) if local.is_dir() else checkpoint, **kwargs)
+    except OSError as err:
+        if local.is_dir():
+            raise CheckpointError(f"checkpoint folder {local} cannot be loaded ({str(err).splitlines()[0]}); "
+                                  "point --checkpoint at a folder written by save_pretrained") from None
+        raise CheckpointError(f"checkpoint '{checkpoint}' is not a local folder and the model hub cannot be reached; "
+                              "pass a local folder with --checkpoint, or run with --demo") from None
+
+
+def check_method_possible(method: str, has_cuda: bool) -> None:
+    """Refuse before anything loads: a trial that would fail after minutes of setup wastes the GPU."""
+    if method == "unsloth" and not has_cuda:
+        raise ConfigError("method 'unsloth' needs a CUDA GPU and none is visible here; "
+                          "use --method full, lora or qlora on this machine")
+    if method == "unsloth":
+        try:
+            import unsloth  # noqa: F401  (must be imported before transformers' models are built)
+        except ImportError:
+            raise ConfigError("method 'unsloth' needs the unsloth extra; install it with "
+                              "pip install -e .[unsloth]") from None
+    if method == "qlora":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("method 'qlora' needs bitsandbytes; install it with pip install -e .[qlora]") from None
+
+
+def build_model(config: TrainConfig, family: Family, device: torch.device, compute_dtype: torch.dtype):
+    """The model ready to train, its tokenizer, and how many modules LoRA wrapped (0 for full)."""
+    method, checkpoint = config.method, config.model.checkpoint
+    check_method_possible(method, device.type == "cuda")
+    if method == "unsloth":
+        return _build_unsloth(config, family)
+    tokenizer = load_tokenizer(checkpoint)
+    auto = AutoModelForCausalLM if family.is_causal else AutoModelForSeq2SeqLM
+    kwargs = {}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype)
+        kwargs["device_map"] = {"": device}  # 4-bit weights are placed at load and never moved
+    model = _from_pretrained(auto, checkpoint, **kwargs)
+    if method == "full":
+        if config.training.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model, tokenizer, 0
+    model, wrapped = _add_lora(model, config, family)
+    return model, tokenizer, wrapped
+
+
+def _add_lora(model, config: TrainConfig, family: Family):
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    checkpointing = config.training.gradient_checkpointing
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the graph
+    q = config.qlora
+    lora = LoraConfig(r=q.lora_rank, lora_alpha=q.lora_alpha, lora_dropout=q.lora_dropout,
+                      target_modules=list(family.lora_targets),
+                      task_type=TaskType.CAUSAL_LM if family.is_causal else TaskType.SEQ_2_SEQ_LM)
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as err:  # peft's own "Target modules ... not found"
+        raise ConfigError(f"LoRA matched no module of {config.model.checkpoint} "
+                          f"(targets {', '.join(family.lora_targets)}): {str(err).splitlines()[0]}; "
+                          f"is model.architecture '{family.name}' right for this checkpoint?") from None
+    wrapped = _count_lora(model)
+    log.info("LoRA wrapped %d modules (%s)", wrapped, ", ".join(family.lora_targets))
+    return model, wrapped
+
+
+def _count_lora(model) -> int:
+    from peft.tuners.lora import LoraLayer
+
+    return sum(isinstance(m, LoraLayer) for m in model.modules())
+
+
+def _build_unsloth(config: TrainConfig, family: Family):
+    """unsloth's loaders: FastModel for encoder-decoders, FastLanguageModel for decoder-only models.
+
+    unsloth may replace the tokenizer's pad token, so the tokenizer it returns is the one trained
+    with and the one saved next to the adapter.
+    """
+    from unsloth import FastLanguageModel, FastModel
+
+    loader = FastLanguageModel if family.is_causal else FastModel
+    t, q = config.training, config.qlora
+    model, tokenizer = loader.from_pretrained(
+        model_name=config.model.checkpoint, max_seq_length=t.max_source_length + t.max_target_length,
+        load_in_4bit=q.load_in_4bit, full_finetuning=False)
+    model = loader.get_peft_model(
+        model, r=q.lora_rank, lora_alpha=q.lora_alpha, lora_dropout=q.lora_dropout,
+        target_modules=list(family.lora_targets),
+        use_gradient_checkpointing="unsloth" if t.gradient_checkpointing else False,
+        random_state=t.seed)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, _count_lora(model)

@@ -1,0 +1,71 @@
+"""python -m models.train --config spaces/bart.yaml --train-data data/train.csv --val-data data/dev.csv
+
+One training run with a config file's settings (a space file's `search:` block is ignored).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.cli import quiet_libraries, run_cli
+from models.config import ConfigError, TrainConfig
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`--set training.learning_rate=1e-4`: values stay strings, the config coerces them by key."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set '{pair}' has no '='; write it as --set training.num_epochs=1")
+        overrides[key.strip()] = _yaml_scalar(value.strip())
+    return overrides
+
+
+def _yaml_scalar(text: str):
+    import yaml
+
+    return yaml.safe_load(text) if text else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a YAML config or space file, e.g. spaces/t5.yaml")
+    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
+    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--demo", action="store_true",
+                        help="use the bundled Korean demo data and the family's tiny checkpoint (built on first use)")
+    parser.add_argument("--checkpoint", help="hub id or local folder; overrides model.checkpoint")
+    parser.add_argument("--method", choices=["full", "lora", "qlora", "unsloth"], help="overrides the qlora.use_* keys")
+    parser.add_argument("--output-dir", help="default outputs/{model_name}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set training.num_epochs=1 (repeatable)")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+
+    from models import trainer
+    from models.demo import DEMO_OVERRIDES, demo_assets
+
+    config = TrainConfig.from_yaml(args.config)
+    overrides = parse_overrides(args.set)
+    if args.method:
+        overrides["method"] = args.method
+    train_path, val_path = args.train_data, args.val_data
+    if args.demo:
+        assets = demo_assets(config.model.architecture)
+        overrides = {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint), **overrides}
+        train_path, val_path = train_path or assets.train, val_path or assets.dev
+    if args.checkpoint:
+        overrides["model.checkpoint"] = args.checkpoint
+    if not (train_path and val_path):
+        raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
+    config = config.override(overrides, source="command line")
+    output_dir = Path(args.output_dir or Path("outputs") / trainer.model_name(config.model.checkpoint))
+
+    trainer.train(config, train_path, val_path, output_dir)
+    print((output_dir / "results" / "summary.txt").read_text(encoding="utf-8"), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

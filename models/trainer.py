@@ -1,0 +1,239 @@
+"""One training run: train(config, data, report) -> Result. The Accelerate loop, read top to bottom.
+
+setup (model, data, optimizer) -> train, evaluating every `eval_steps` optimizer steps and saving
+the best checkpoint -> final evaluation of the best checkpoint on the whole dev set -> cleanup.
+`report(step, metrics)` is called after every evaluation; when it returns True the run stops
+early (that is how the search prunes), and this package never hears of Optuna.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from models.config import TrainConfig
+from models.data import LengthGroupedBatches, Split, collate, load_split
+from models.families import Family, get_family
+from models.generate import generate, load_checkpoint, save_checkpoint
+from models.methods import build_model
+from models.metrics import rouge
+
+Report = Callable[[int, dict[str, float]], bool]  # (optimizer step, metrics) -> stop now?
+
+
+@dataclass
+class Result:
+    metrics: dict[str, float]  # of the best checkpoint, on the whole dev set (unless stopped early)
+    best_step: int
+    steps: int
+    stopped_early: bool
+    train_seconds: float
+    eval_seconds: float
+    peak_memory_gb: float  # GPU memory allocated at peak; on CPU the process's peak resident size
+    checkpoint: str | None
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    def value(self, metric: str) -> float:
+        return self.metrics[metric]
+
+
+def model_name(checkpoint: str) -> str:
+    return Path(checkpoint.rstrip("/")).name
+
+
+def precision_for(config: TrainConfig, family: Family, has_cuda: bool) -> str:
+    """Accelerate's mixed_precision: "bf16", "fp16" or "no"."""
+    wanted = config.training.precision
+    if wanted == "auto":
+        if not has_cuda:
+            return "no"
+        wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if wanted == "fp16" and family.name in ("t5", "mt5", "flan-t5"):
+        # T5's activations overflow fp16 (its pre-training was bf16): the loss goes to NaN/0,
+        # under QLoRA most of all. bf16 has fp32's range; fp32 is the safe fallback.
+        return "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(wanted, wanted)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, smoothing: float) -> torch.Tensor:
+    if causal:  # position t predicts token t + 1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                           ignore_index=-100, label_smoothing=smoothing)
+
+
+def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
+          report: Report | None = None, progress: bool = True) -> Result:
+    t = config.training
+    output_dir = Path(output_dir)
+    family = get_family(config.model.architecture)
+    set_seed(t.seed)
+
+    # -- setup ---------------------------------------------------------------------------
+    accelerator = Accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps,
+                              mixed_precision=precision_for(config, family, torch.cuda.is_available()))
+    device = accelerator.device
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    model, tokenizer, _ = build_model(config, family, device, compute_dtype)
+    lengths = (t.max_source_length, t.max_target_length)
+    train_split = load_split(train_path, tokenizer, family, *lengths)
+    dev_split = load_split(val_path, tokenizer, family, *lengths)
+    eval_rows = list(range(min(len(dev_split), t.eval_subset) if t.eval_subset > 0 else len(dev_split)))
+
+    batches = LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], t.batch_size, t.seed)
+    loader = DataLoader(train_split.features, batch_sampler=batches,
+                        collate_fn=lambda rows: collate(rows, tokenizer.pad_token_id))
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]  # not biases or norms
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=t.learning_rate, fused=device.type == "cuda")
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = math.ceil(len(loader) / t.gradient_accumulation_steps)  # len(loader) is per process now
+    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_epochs * steps_per_epoch))
+    # A prepared scheduler steps once per process at every optimizer step, hence the factor.
+    scheduler = accelerator.prepare(get_scheduler(
+        t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes))
+    writer = SummaryWriter(str(output_dir / "logs")) if accelerator.is_main_process else None
+    if writer:
+        writer.add_text("config", json.dumps(config.to_flat(), indent=1))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+    def evaluate(step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        unwrapped = accelerator.unwrap_model(model)
+        subset = [dev_split.features[i] for i in eval_rows]
+        metrics = {"eval_loss": eval_loss(unwrapped, subset)}
+        summaries = generate(unwrapped, tokenizer, family, subset, num_beams=t.num_beams,
+                             max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size, device=device)
+        metrics.update(rouge(summaries, [dev_split.references[i] for i in eval_rows], t.rouge_tokenize))
+        metrics["eval_seconds"] = time.perf_counter() - started
+        return metrics
+
+    @torch.inference_mode()
+    def eval_loss(unwrapped, features) -> float:
+        losses = []
+        for start in range(0, len(features), t.eval_batch_size):
+            batch = {k: v.to(device) for k, v in
+                     collate(features[start: start + t.eval_batch_size], tokenizer.pad_token_id).items()}
+            with accelerator.autocast():
+                losses.append(forward_loss(unwrapped, batch, smoothing=0.0).item())
+        return sum(losses) / len(losses)
+
+    def forward_loss(net, batch, smoothing: float) -> torch.Tensor:
+        labels = batch["labels"]
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        if not family.is_causal:
+            base = accelerator.unwrap_model(net)
+            inputs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=labels)
+        return token_loss(net(**inputs).logits, labels, family.is_causal, smoothing)
+
+    # -- train ---------------------------------------------------------------------------
+    best_dir = output_dir / "best"
+    best_value, best_step, step, evals, stopped = -math.inf, 0, 0, [], False
+    eval_seconds, started = 0.0, time.perf_counter()
+    bar = tqdm(total=total_steps, desc=model_name(config.model.checkpoint), disable=not progress,
+               dynamic_ncols=True, leave=False)
+    model.train()
+    while step < total_steps and not stopped:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = forward_loss(model, batch, t.label_smoothing)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if writer:
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            if step % t.eval_steps == 0 or step == total_steps:
+                metrics = evaluate(step)
+                eval_seconds += metrics["eval_seconds"]
+                evals.append({"step": step, **metrics})
+                bar.set_postfix(loss=f"{loss.item():.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})
+                if writer:
+                    for name, value in metrics.items():
+                        writer.add_scalar(f"eval/{name}", value, step)
+                if metrics[t.metric] > best_value:
+                    best_value, best_step = metrics[t.metric], step
+                    if accelerator.is_main_process:
+                        save_checkpoint(accelerator.unwrap_model(model), tokenizer, config, best_dir)
+                if report is not None and report(step, {k: v for k, v in metrics.items() if k != "eval_seconds"}):
+                    stopped = True
+            if step >= total_steps or stopped:
+                break
+    bar.close()
+    train_seconds = time.perf_counter() - started - eval_seconds
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
+
+    # -- cleanup, then the final evaluation of what was kept ------------------------------
+    del model, optimizer, scheduler, loader
+    accelerator.free_memory()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    best = next(e for e in evals if e["step"] == best_step)
+    metrics = {k: v for k, v in best.items() if k not in ("step", "eval_seconds")}
+    if not stopped and len(eval_rows) < len(dev_split):
+        metrics.update(score_checkpoint(best_dir, dev_split, device, config))
+    result = Result(metrics=metrics, best_step=best_step, steps=step, stopped_early=stopped,
+                    train_seconds=train_seconds, eval_seconds=eval_seconds, peak_memory_gb=peak,
+                    checkpoint=str(best_dir) if best_dir.is_dir() else None, evals=evals)
+    if writer:
+        writer.close()
+        write_results(result, config, output_dir / "results")
+    return result
+
+
+def score_checkpoint(folder: Path, split: Split, device: torch.device, config: TrainConfig) -> dict[str, float]:
+    """ROUGE of a saved checkpoint on a whole split, loaded as `models.predict` loads it."""
+    t = config.training
+    model, tokenizer, family, _ = load_checkpoint(folder, device)
+    summaries = generate(model, tokenizer, family, split.features, num_beams=t.num_beams,
+                         max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size, device=device)
+    del model
+    return rouge(summaries, split.references, t.rouge_tokenize)
+
+
+def write_results(result: Result, config: TrainConfig, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps({**asdict(result), "config": config.to_flat()}, indent=2,
+                                                    ensure_ascii=False), encoding="utf-8")
+    m = result.metrics
+    lines = [
+        f"model: {config.model.checkpoint} ({config.model.architecture}, {config.method})",
+        f"steps trained: {result.steps}{' (stopped early)' if result.stopped_early else ''}",
+        f"train seconds: {result.train_seconds:.1f}   eval seconds: {result.eval_seconds:.1f}",
+        f"peak memory: {result.peak_memory_gb:.2f} GiB",
+        "",
+        "Best Metrics",
+        "============",
+        f"step:     {result.best_step}",
+        *(f"{name + ':':9} {m[name]:.4f}" for name in ("rouge1", "rouge2", "rougeL", "mean", "eval_loss") if name in m),
+        f"checkpoint: {result.checkpoint}",
+    ]
+    (folder / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")

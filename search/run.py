@@ -1,0 +1,181 @@
+"""python -m search.run --family t5 --trials 50 [--demo]
+
+An Optuna study over a family's space file, stored in studies.db (or --storage URL). Running
+the same command again resumes the study until it holds --trials finished trials.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from models.cli import quiet_libraries, run_cli
+from models.config import ConfigError
+from search.objective import Data, Objective, keep_best_checkpoint
+from search.space import SPACES_DIR, Space
+from search.storage import DEFAULT_URL, open_storage, redact
+from search.summary import best_lines, short, write_report
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
+PRUNERS = ("hyperband", "median", "sha", "wilcoxon", "none")
+METRICS = ("mean", "rouge1", "rouge2", "rougeL")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+    }[name]()
+
+
+def make_pruner(name: str, first_report: int) -> optuna.pruners.BasePruner:
+    """Resources are optimizer steps: a trial reports at every eval, the first after `first_report` steps."""
+    return {
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first_report, reduction_factor=3),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first_report),
+        "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
+        "none": optuna.pruners.NopPruner,
+    }[name]()
+
+
+def parse_families(text: str) -> list[str]:
+    known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    families = known if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in families if f not in known]
+    if unknown or not families:
+        raise ConfigError(f"unknown family '{','.join(unknown) or text}'; use one of {', '.join(known)}, "
+                          "a comma-separated list, or all")
+    return families
+
+
+def prepare(args, family: str | None) -> tuple[Space, Data, str]:
+    """Everything that can be wrong with the input, found before any study is touched."""
+    from models.data import read_rows
+    from models.demo import DEMO_OVERRIDES, demo_assets
+    from models.methods import check_method_possible, load_tokenizer
+    from models.trainer import model_name
+
+    space = Space.load(args.space) if args.space else Space.for_family(family)
+    family = space.family
+    if args.demo:
+        assets = demo_assets(family)
+        for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
+            space.fix(key, value)
+        data = Data(Path(args.train_data or assets.train), Path(args.val_data or assets.dev))
+    elif args.train_data and args.val_data:
+        data = Data(Path(args.train_data), Path(args.val_data))
+    else:
+        raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
+    if args.checkpoint:
+        space.fix("model.checkpoint", args.checkpoint)
+    if args.method:
+        space.fix("method", args.method)
+    read_rows(data.train, need_summary=True)
+    read_rows(data.val, need_summary=True)
+    import torch
+
+    method_param = next((p for p in space.params if p.name == "method"), None)
+    for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
+        check_method_possible(method, torch.cuda.is_available())
+    checkpoint = space.defaults.model.checkpoint
+    load_tokenizer(checkpoint)  # a checkpoint that is neither local nor reachable fails here, not in trial 0
+    name = args.study or f"{family}-{'demo' if args.demo else model_name(checkpoint)}"
+    return space, data, name
+
+
+def run_study(args, space: Space, data: Data, name: str) -> optuna.Study:
+    storage = open_storage(args.storage)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=make_sampler(args.sampler, space, args.seed),
+                                pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
+    if not study.get_trials(deepcopy=False):
+        study.set_user_attr("family", space.family)
+        study.set_user_attr("space", str(space.path))
+        study.set_user_attr("metric", args.metric)
+        study.set_user_attr("checkpoint", space.defaults.model.checkpoint)
+        study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    remaining = args.trials - done
+    print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
+          f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    if remaining <= 0:
+        return study
+
+    started = {"t": time.perf_counter()}
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        elapsed = time.perf_counter() - started["t"]
+        started["t"] = time.perf_counter()
+        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        value = f"{args.metric}={trial.value:.4f}" if trial.value is not None else \
+            f"at step {max(trial.intermediate_values, default=0)}" if trial.state == TrialState.PRUNED else ""
+        try:
+            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "no best yet"
+        print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
+              f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
+
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, progress=sys.stderr.isatty())
+    study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(Exception,),
+                   callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
+                              keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                              progress])
+    return study
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="t5", help="a family, a comma-separated list, or all (default t5)")
+    parser.add_argument("--space", help="your own space file (a copy of spaces/FAMILY.yaml)")
+    parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
+    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
+    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--demo", action="store_true", help="bundled Korean demo data and tiny checkpoints")
+    parser.add_argument("--storage", default=DEFAULT_URL, help=f"storage URL (default {DEFAULT_URL})")
+    parser.add_argument("--study", help="study name (default FAMILY-CHECKPOINT, FAMILY-demo with --demo)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    parser.add_argument("--pruner", choices=PRUNERS, default="hyperband")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument("--checkpoint", help="hub id or local folder; fixes model.checkpoint")
+    parser.add_argument("--method", choices=("full", "lora", "qlora", "unsloth"), help="fixes the training method")
+    parser.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
+    parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
+    parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
+    if args.space and "," in args.family:
+        raise ConfigError("--space takes one family's file; run one --family with it")
+    quiet_libraries()
+
+    families = [None] if args.space else parse_families(args.family)
+    prepared = [prepare(args, family) for family in families]  # every family's input checked before any study
+    for space, data, name in prepared:
+        try:
+            study = run_study(args, space, data, name)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the running trial is recorded as failed; run the same command to go on",
+                  file=sys.stderr)
+            return 130
+        report = write_report(study, Path(args.output_root) / name)
+        print("\n".join(best_lines(study)))
+        print(f"report: {report}/summary.txt")
+    if args.storage.startswith("sqlite:///"):
+        print(f"look at it: optuna-dashboard {args.storage}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

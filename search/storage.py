@@ -1,0 +1,66 @@
+"""Storage URL -> Optuna storage: SQLite for one machine, PostgreSQL across machines.
+
+SQLite gets WAL journaling (readers such as the dashboard never block a writer) and a busy
+timeout (concurrent workers wait for the lock instead of failing). Trials heartbeat, so one
+whose worker died is failed by the next worker and re-queued with the same parameters.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from models.config import ConfigError
+
+DEFAULT_URL = "sqlite:///studies.db"
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120  # > the longest pause between heartbeats, a slow eval included
+BUSY_TIMEOUT_SECONDS = 60
+
+
+class StorageError(ConfigError):
+    pass
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, fit for logs and error messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(url: str = DEFAULT_URL) -> RDBStorage:
+    if "://" not in url:
+        raise StorageError(f"storage '{url}' is not a URL; write sqlite:///{url} for a SQLite file "
+                           "(optuna-dashboard wants the same form)")
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise StorageError(f"storage folder {path.parent} does not exist; create it or use another path")
+        _use_wal(path)
+        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():  # the retry callback is marked experimental; we rely on it knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                              grace_period=GRACE_SECONDS,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except Exception as err:  # sqlalchemy's errors carry the whole URL: never print them raw
+        reason = redact(str(err).splitlines()[0]) if str(err) else type(err).__name__
+        raise StorageError(f"cannot open storage {redact(url)} ({reason}); check the URL, "
+                           "that the database server runs, and the credentials") from None
+
+
+def _use_wal(path: Path) -> None:
+    # WAL is a property of the database file, so setting it once here covers every later connection.
+    with sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]

@@ -1,0 +1,67 @@
+"""What a finished study leaves behind: outputs/{study}/summary.txt and optuna's plots as HTML."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+PLOTS = {
+    "optimization_history.html": optuna.visualization.plot_optimization_history,
+    "param_importances.html": optuna.visualization.plot_param_importances,
+    "intermediate_values.html": optuna.visualization.plot_intermediate_values,
+}
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """Trial 0: the space's defaults, the document's recommended configuration."""
+    trials = study.get_trials(deepcopy=False)
+    return trials[0] if trials and trials[0].state == TrialState.COMPLETE else None
+
+
+def short(params: dict) -> str:
+    return " ".join(f"{k.rpartition('.')[2]}={v:.3g}" if isinstance(v, float) else f"{k.rpartition('.')[2]}={v}"
+                    for k, v in params.items())
+
+
+def best_lines(study: optuna.Study, top: int = 5) -> list[str]:
+    trials = sorted(completed(study), key=lambda t: t.value, reverse=True)
+    if not trials:
+        return ["no completed trial yet"]
+    best, base = trials[0], baseline_trial(study)
+    metric = study.user_attrs.get("metric", "value")
+    lines = [f"best trial: #{best.number}  {metric} = {best.value:.4f}",
+             f"  parameters: {short(best.params)}",
+             f"  checkpoint: {best.user_attrs.get('checkpoint')}"]
+    if base is not None:
+        gain = best.value - base.value
+        lines.append(f"  vs. trial 0 (the recommended config, {base.value:.4f}): "
+                     f"{gain:+.4f} ({100 * gain / base.value:+.1f}%)" if base.value else
+                     f"  vs. trial 0 (the recommended config): {gain:+.4f}")
+    lines += ["", f"top {min(top, len(trials))} of {len(trials)} completed trials:"]
+    lines += [f"  #{t.number:<4} {t.value:.4f}  {t.user_attrs.get('train_seconds', 0):6.1f}s  {short(t.params)}"
+              for t in trials[:top]]
+    return lines
+
+
+def write_report(study: optuna.Study, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    states = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in states:
+            states[t.state.name] += 1
+    header = [f"study: {study.study_name}", "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items()), ""]
+    (folder / "summary.txt").write_text("\n".join(header + best_lines(study)) + "\n", encoding="utf-8")
+    for name, plot in PLOTS.items():
+        try:
+            plot(study).write_html(folder / name, include_plotlyjs="cdn")
+        except (ValueError, RuntimeError) as err:  # e.g. importances need two completed trials
+            log.debug("skipped %s: %s", name, err)
+    return folder

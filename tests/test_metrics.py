@@ -1,0 +1,74 @@
+import pytest
+from rouge_score import rouge_scorer
+
+from models.metrics import TOKENIZERS, read_references, rouge
+
+KO = "친구가 학교에 갔다"
+
+
+def test_default_tokenizer_zeroes_korean_but_ours_does_not():
+    default = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    assert default.score(KO, KO)["rouge1"].fmeasure == 0.0  # the trap
+    for mode in TOKENIZERS:
+        scores = rouge([KO], [[KO]], tokenize=mode)
+        assert scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "mean": 1.0}
+
+
+def test_whitespace_hand_computed():
+    scores = rouge(["a b c"], [["a b d"]], tokenize="whitespace")
+    assert scores["rouge1"] == pytest.approx(2 / 3)  # 2 of 3 unigrams shared
+    assert scores["rouge2"] == pytest.approx(1 / 2)  # "a b" of 2 bigrams
+    assert scores["rougeL"] == pytest.approx(2 / 3)  # LCS "a b"
+
+
+def test_whitespace_lowercases_and_keeps_hangul():
+    assert rouge(["Hello 세계"], [["hello 세계"]], tokenize="whitespace")["rouge1"] == 1.0
+
+
+def test_morpheme_credits_shared_stems_across_particles():
+    pred, ref = "친구가 학교에 갔다", "친구는 학교로 갔다"
+    morph = rouge([pred], [[ref]], tokenize="morpheme")
+    ws = rouge([pred], [[ref]], tokenize="whitespace")
+    assert morph["rouge1"] > ws["rouge1"]
+    assert morph["mean"] > ws["mean"]
+
+
+def test_multi_reference_is_averaged_not_max():
+    scores = rouge(["a b c"], [["a b c", "x y z"]], tokenize="whitespace")
+    assert scores["rouge1"] == pytest.approx(0.5)
+    assert scores["rougeL"] == pytest.approx(0.5)
+
+
+def test_rows_are_averaged_and_empty_prediction_scores_zero():
+    scores = rouge(["a b c", ""], [["a b c"], ["a b c"]], tokenize="whitespace")
+    assert scores["rouge1"] == pytest.approx(0.5)
+    assert rouge([""], [["a"]], tokenize="morpheme")["mean"] == 0.0
+
+
+def test_bare_string_reference_is_one_reference():
+    assert rouge(["a b"], ["a b"], tokenize="whitespace")["rouge1"] == 1.0
+
+
+def test_mean_is_mean_of_three():
+    scores = rouge(["a b c d"], [["a c b d e"]], tokenize="whitespace")
+    assert len({scores["rouge1"], scores["rouge2"], scores["rougeL"]}) == 3  # non-trivial case
+    assert scores["mean"] == pytest.approx((scores["rouge1"] + scores["rouge2"] + scores["rougeL"]) / 3)
+
+
+def test_unknown_tokenize_names_allowed_values():
+    with pytest.raises(ValueError, match="morpheme.*whitespace"):
+        rouge(["a"], [["a"]], tokenize="chars")
+
+
+def test_length_mismatch_and_empty_inputs():
+    with pytest.raises(ValueError, match="mismatch"):
+        rouge(["a", "b"], [["a"]])
+    with pytest.raises(ValueError, match="no predictions"):
+        rouge([], [])
+    with pytest.raises(ValueError, match="no references"):
+        rouge(["a"], [[]])
+
+
+def test_read_references_in_order_skipping_empty():
+    row = {"fname": "d1", "dialogue": "...", "summary3": "c", "summary": "a", "summary2": " ", "summary4": None}
+    assert read_references(row) == ["a", "c"]
