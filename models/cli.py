@@ -15,8 +15,6 @@ USER_ERRORS = (ConfigError, DataError, UnknownFamily, CheckpointError)
 
 
 def quiet_libraries() -> None:
-    # The hub cannot be reached from where this runs; offline mode fails fast instead of retrying.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("transformers", "accelerate", "peft", "bitsandbytes", "httpx", "optuna"):

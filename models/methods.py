@@ -1,8 +1,12 @@
 """Build the model for a training method: full fine-tuning, LoRA, QLoRA (4-bit + LoRA) or unsloth."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
@@ -25,9 +29,17 @@ def load_tokenizer(checkpoint: str):
 
 
 def _from_pretrained(cls, checkpoint: str, **kwargs):
+    """A local folder, the local hub cache, or the hub; an unreachable hub fails in seconds, not minutes."""
     local = Path(checkpoint).expanduser()
     try:
-        return cls.from_pretrained(str(local) if local.is_dir() else checkpoint, **kwargs)
+        if local.is_dir():
+            return cls.from_pretrained(str(local), **kwargs)
+        try:
+            return cls.from_pretrained(checkpoint, local_files_only=True, **kwargs)
+        except OSError:
+            if not _hub_reachable():  # transformers would retry for about a minute before failing
+                raise
+            return cls.from_pretrained(checkpoint, **kwargs)
     except OSError as err:
         if local.is_dir():
             raise CheckpointError(f"checkpoint folder {local} cannot be loaded ({str(err).splitlines()[0]}); "
@@ -36,8 +48,24 @@ def _from_pretrained(cls, checkpoint: str, **kwargs):
                               "pass a local folder with --checkpoint, or run with --demo") from None
 
 
-def check_method_possible(method: str, has_cuda: bool) -> None:
+@functools.cache
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_method_possible(method: str, has_cuda: bool | None = None) -> None:
     """Refuse before anything loads: a trial that would fail after minutes of setup wastes the GPU."""
+    if has_cuda is None:
+        has_cuda = torch.cuda.is_available()
     if method == "unsloth" and not has_cuda:
         raise ConfigError("method 'unsloth' needs a CUDA GPU and none is visible here; "
                           "use --method full, lora or qlora on this machine")

@@ -15,7 +15,11 @@ from optuna.trial import TrialState
 
 from models.cli import quiet_libraries, run_cli
 from models.config import ConfigError
-from search.objective import Data, Objective, keep_best_checkpoint
+from models.data import read_rows
+from models.demo import DEMO_OVERRIDES, demo_assets
+from models.methods import check_method_possible, load_tokenizer
+from models.trainer import model_name, train
+from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.space import SPACES_DIR, Space
 from search.storage import DEFAULT_URL, open_storage, redact
 from search.summary import best_lines, short, write_report
@@ -60,11 +64,6 @@ def parse_families(text: str) -> list[str]:
 
 def prepare(args, family: str | None) -> tuple[Space, Data, str]:
     """Everything that can be wrong with the input, found before any study is touched."""
-    from models.data import read_rows
-    from models.demo import DEMO_OVERRIDES, demo_assets
-    from models.methods import check_method_possible, load_tokenizer
-    from models.trainer import model_name
-
     space = Space.load(args.space) if args.space else Space.for_family(family)
     family = space.family
     if args.demo:
@@ -82,18 +81,16 @@ def prepare(args, family: str | None) -> tuple[Space, Data, str]:
         space.fix("method", args.method)
     read_rows(data.train, need_summary=True)
     read_rows(data.val, need_summary=True)
-    import torch
-
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
-        check_method_possible(method, torch.cuda.is_available())
+        check_method_possible(method)
     checkpoint = space.defaults.model.checkpoint
     load_tokenizer(checkpoint)  # a checkpoint that is neither local nor reachable fails here, not in trial 0
     name = args.study or f"{family}-{'demo' if args.demo else model_name(checkpoint)}"
     return space, data, name
 
 
-def run_study(args, space: Space, data: Data, name: str) -> optuna.Study:
+def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
     storage = open_storage(args.storage)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, args.seed),
@@ -126,7 +123,8 @@ def run_study(args, space: Space, data: Data, name: str) -> optuna.Study:
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
               f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
 
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, progress=sys.stderr.isatty())
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn,
+                          progress=sys.stderr.isatty())
     study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
                               keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
@@ -134,7 +132,7 @@ def run_study(args, space: Space, data: Data, name: str) -> optuna.Study:
     return study
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="t5", help="a family, a comma-separated list, or all (default t5)")
     parser.add_argument("--space", help="your own space file (a copy of spaces/FAMILY.yaml)")
@@ -153,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
     parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
     if args.space and "," in args.family:

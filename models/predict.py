@@ -1,0 +1,51 @@
+"""python -m models.predict --checkpoint outputs/t5-small/best --test-data data/test.csv --output submission.csv
+
+Writes `fname,summary` for every test row with a checkpoint saved by training or by the search.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+from models.cli import quiet_libraries, run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a best/ folder written by training")
+    parser.add_argument("--test-data", required=True, help="CSV with fname,dialogue (a summary column is ignored)")
+    parser.add_argument("--output", default="submission.csv")
+    parser.add_argument("--num-beams", type=int, help="default: what the checkpoint was evaluated with")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    quiet_libraries()
+
+    import torch
+
+    from models.data import load_split
+    from models.generate import generate, load_checkpoint
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, family, config = load_checkpoint(args.checkpoint, device)
+    t = config.training
+    split = load_split(args.test_data, tokenizer, family, t.max_source_length, t.max_target_length,
+                       need_summary=False)
+    summaries = generate(model, tokenizer, family, split.features, num_beams=args.num_beams or t.num_beams,
+                         max_new_tokens=t.generation_max_length, batch_size=args.batch_size, device=device)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["fname", "summary"])
+        writer.writerows(zip(split.fnames, summaries))
+    tmp.replace(output)
+    skipped = f" ({split.skipped} rows with an empty dialogue skipped)" if split.skipped else ""
+    print(f"wrote {len(summaries)} summaries to {output}{skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,73 @@
+import os
+import uuid
+
+import pytest
+import torch
+
+# Two threads on a 2-core machine run these tiny models far slower than one.
+torch.set_num_threads(1)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SEQ2SEQ = ["bart", "t5", "mt5", "flan-t5"]
+CAUSAL = ["gpt2", "kogpt2"]
+FAMILIES = SEQ2SEQ + CAUSAL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache(tmp_path_factory):
+    """One cache of demo data and tiny checkpoints for the session, shared by subprocesses via the env."""
+    cache = os.environ.get("SUMSWEEP_TEST_CACHE") or str(tmp_path_factory.mktemp("sumsweep-cache"))
+    os.environ["SUMSWEEP_CACHE"] = cache
+    return cache
+
+
+@pytest.fixture
+def tiny_config():
+    """A family's space defaults on its tiny checkpoint, cut to a few seconds of training."""
+    from models.config import TrainConfig
+    from models.demo import demo_assets
+    from search.space import SPACES_DIR
+
+    def make(family: str, **overrides):
+        assets = demo_assets(family)
+        base = {"model.checkpoint": str(assets.checkpoint), "training.max_steps": 20, "training.eval_steps": 10,
+                "training.eval_subset": 16, "training.num_beams": 1, "training.generation_max_length": 32,
+                "training.learning_rate": 3e-3, "training.gradient_accumulation_steps": 1}
+        config = TrainConfig.from_yaml(SPACES_DIR / f"{family}.yaml")
+        return config.override({**base, **{k.replace("__", "."): v for k, v in overrides.items()}}), assets
+
+    return make
+
+
+def _postgres_url():
+    return os.environ.get("SUMSWEEP_TEST_POSTGRES")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """Each storage test runs on SQLite and on a real PostgreSQL (scripts/start_test_postgres.sh)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'studies.db'}"
+        return
+    url = _postgres_url()
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("SUMSWEEP_TEST_POSTGRES is not set; .ci/run starts PostgreSQL and sets it")
+        pytest.skip("no PostgreSQL: export SUMSWEEP_TEST_POSTGRES=$(scripts/start_test_postgres.sh)")
+    yield url
+    _drop_all_studies(url)
+
+
+def _drop_all_studies(url):
+    import optuna
+
+    from search.storage import open_storage, study_names
+
+    storage = open_storage(url)
+    for name in study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+@pytest.fixture
+def study_name():
+    return f"test-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,128 @@
+"""The search over every storage backend: scenarios with a stand-in trainer, then the real thing end to end."""
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from models.trainer import Result
+from search.run import build_parser, main, run_study
+from search.space import SPACES_DIR, Space
+from search.objective import Data
+from search.storage import open_storage, study_names
+
+
+def fake_train(config, train_path, val_path, output_dir, report=None, progress=False):
+    """Scores peak at lr 1e-3; reports at steps 10..50 like the real trainer; stops when told to."""
+    quality = max(0.0, 1 - abs(math.log10(config.training.learning_rate) + 3) / 3)
+    best = Path(output_dir) / "best"
+    best.mkdir(parents=True, exist_ok=True)
+    step, stopped = 0, False
+    for step in range(10, 60, 10):
+        if report and report(step, {"mean": quality * step / 50, "eval_loss": 1 - quality}):
+            stopped = True
+            break
+    metrics = {"mean": quality * step / 50, "rouge1": quality, "rouge2": quality, "rougeL": quality}
+    return Result(metrics=metrics, best_step=step, steps=step, stopped_early=stopped, train_seconds=0.1,
+                  eval_seconds=0.0, peak_memory_gb=0.0, checkpoint=str(best))
+
+
+def args_for(storage_url, tmp_path, *extra):
+    return build_parser().parse_args(["--family", "t5", "--storage", storage_url,
+                                      "--output-root", str(tmp_path / "outputs"), "--seed", "1", *extra])
+
+
+def data(tmp_path):
+    return Data(tmp_path / "train.csv", tmp_path / "dev.csv")
+
+
+def test_trial_0_is_the_recommended_config_and_a_rerun_resumes(storage_url, tmp_path, study_name):
+    space = Space.for_family("t5")
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "4"), space, data(tmp_path), study_name,
+                      train_fn=fake_train)
+    trials = study.get_trials()
+    assert len(trials) == 4
+    assert trials[0].params == space.baseline() and trials[0].user_attrs["baseline"]
+    assert trials[0].user_attrs["config"]["training.learning_rate"] == 3e-4  # the document's t5 value
+    assert study.best_value >= trials[0].value
+
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "7"), Space.for_family("t5"), data(tmp_path),
+                      study_name, train_fn=fake_train)
+    trials = study.get_trials()
+    assert len(trials) == 7
+    assert sum(t.user_attrs.get("baseline", False) for t in trials) == 1  # no second trial 0
+
+
+def test_pruner_stops_bad_trials_early(storage_url, tmp_path, study_name):
+    space = Space.for_family("t5")
+    space.fix("method", "full")
+    # Trials far from the best learning rate report low values from their first eval on.
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "12", "--pruner", "median", "--sampler", "random"),
+                      space, data(tmp_path), study_name, train_fn=fake_train)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "the median pruner pruned nothing"
+    for trial in pruned:
+        assert max(trial.intermediate_values) < 50 and trial.user_attrs["steps"] < 50
+
+
+def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_name):
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "5", "--pruner", "none"), Space.for_family("t5"),
+                      data(tmp_path), study_name, train_fn=fake_train)
+    kept = sorted(p.parent.name for p in (tmp_path / "outputs" / study_name).glob("trial-*/best"))
+    assert kept == [f"trial-{study.best_trial.number:04d}"]
+
+
+def test_every_sampler_runs_a_study(storage_url, tmp_path, study_name):
+    for sampler in ("tpe", "random", "grid", "cmaes", "qmc"):
+        study = run_study(args_for(storage_url, tmp_path, "--trials", "3", "--sampler", sampler),
+                          Space.for_family("t5"), data(tmp_path), f"{study_name}-{sampler}", train_fn=fake_train)
+        assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3, sampler
+
+
+def quick_space(tmp_path: Path) -> Path:
+    """A user's copy of spaces/t5.yaml, edited for trials of a few seconds."""
+    raw = yaml.safe_load((SPACES_DIR / "t5.yaml").read_text(encoding="utf-8"))
+    raw["training"].update(max_steps=30, eval_steps=10, eval_subset=16, num_beams=1, generation_max_length=48)
+    raw["search"] = {"training.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+                     "method": {"choices": ["full", "lora"]}}
+    path = tmp_path / "my-t5.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_demo_study_end_to_end(storage_url, tmp_path, capsys):
+    from models.demo import demo_assets
+
+    assets = demo_assets("t5")
+    argv = ["--space", str(quick_space(tmp_path)), "--trials", "3", "--storage", storage_url, "--study", "e2e",
+            "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(assets.checkpoint),
+            "--output-root", str(tmp_path / "outputs"), "--seed", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="e2e", storage=open_storage(storage_url))
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 3 and study.best_value >= study.trials[0].value
+    best = study.best_trial
+    assert Path(best.user_attrs["checkpoint"]).is_dir()
+    assert f"best trial: #{best.number}" in out and "vs. trial 0" in out
+    report = tmp_path / "outputs" / "e2e"
+    assert "best trial" in (report / "summary.txt").read_text(encoding="utf-8")
+    assert (report / "optimization_history.html").is_file()
+
+    from scripts.collect_results import main as collect
+
+    csv_path = tmp_path / "results.csv"
+    assert collect(["--storage", storage_url, "--output", str(csv_path)]) == 0
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    assert [int(r["trial"]) for r in rows] == [t.number for t in finished]
+    by_trial = {int(r["trial"]): r for r in rows}
+    assert float(by_trial[best.number]["mean"]) == pytest.approx(best.value)
+    assert by_trial[0]["family"] == "t5" and by_trial[0]["method"] == "full"
+
+    # The same command again resumes: two more trials, the same study.
+    assert main([*argv[:2], "--trials", "5", *argv[4:]]) == 0
+    assert len(optuna.load_study(study_name="e2e", storage=open_storage(storage_url)).trials) == 5
