@@ -21,7 +21,7 @@ from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.space import SPACES_DIR, Space
-from search.storage import DEFAULT_URL, open_storage, redact
+from search.storage import DEFAULT_URL, check_url, open_storage, redact
 from search.summary import best_lines, short, write_report
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
+    check_url(args.storage)
     if args.space and "," in args.family:
         raise ConfigError("--space takes one family's file; run one --family with it")
     quiet_libraries()

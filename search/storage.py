@@ -31,16 +31,22 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def open_storage(url: str = DEFAULT_URL) -> RDBStorage:
+def check_url(url: str) -> None:
+    """The mistakes a URL shows by itself, found before any work starts."""
     if "://" not in url:
         raise StorageError(f"storage '{url}' is not a URL; write sqlite:///{url} for a SQLite file "
                            "(optuna-dashboard wants the same form)")
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise StorageError(f"storage folder {folder} does not exist; create it or use another path")
+
+
+def open_storage(url: str = DEFAULT_URL) -> RDBStorage:
+    check_url(url)
     engine_kwargs = {}
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.parent.is_dir():
-            raise StorageError(f"storage folder {path.parent} does not exist; create it or use another path")
-        _use_wal(path)
+        _use_wal(Path(url.removeprefix("sqlite:///")))
         engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}

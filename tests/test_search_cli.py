@@ -1,0 +1,151 @@
+"""search.run as a user meets it: bad input refused before any study is written, Ctrl-C, the dashboard."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from models.cli import run_cli
+from search.run import build_parser, main, run_study
+from search.space import SPACES_DIR, Space
+from search.storage import open_storage, study_names
+from test_search import data, fake_train, quick_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> str:
+    path.write_text(text, encoding=encoding)
+    return str(path)
+
+
+def space_with(tmp_path: Path, edit) -> str:
+    raw = yaml.safe_load((SPACES_DIR / "t5.yaml").read_text(encoding="utf-8"))
+    edit(raw)
+    return write(tmp_path / "space.yaml", yaml.safe_dump(raw, allow_unicode=True))
+
+
+GOOD = "fname,dialogue,summary\na,#Person1#: 안녕하세요.,인사한다.\n"
+BAD_INPUTS = {
+    "unknown family": (lambda p: ["--family", "bart2"], "unknown family 'bart2'"),
+    "no trials": (lambda p: ["--trials", "0"], "--trials 0"),
+    "bare sqlite path": (lambda p: ["--storage", "studies.db"], "sqlite:///studies.db"),
+    "no data": (lambda p: [], "--demo"),
+    "missing file": (lambda p: ["--train-data", str(p / "nope.csv"), "--val-data", str(p / "nope.csv")], "nope.csv"),
+    "wrong columns": (lambda p: ["--train-data", write(p / "w.csv", "id,text\n1,x\n"),
+                                 "--val-data", write(p / "v.csv", GOOD)], "no column fname, dialogue, summary"),
+    "empty csv": (lambda p: ["--train-data", write(p / "e.csv", ""), "--val-data", write(p / "v.csv", GOOD)],
+                  "is empty"),
+    "all dialogues empty": (lambda p: ["--train-data", write(p / "x.csv", "fname,dialogue,summary\na,,s\nb, ,s\n"),
+                                       "--val-data", write(p / "v.csv", GOOD)], "no row with a non-empty dialogue"),
+    "not utf-8": (lambda p: ["--train-data", write(p / "k.csv", GOOD, "cp949"), "--val-data",
+                             write(p / "v.csv", GOOD)], "UTF-8"),
+    "unknown space key": (lambda p: ["--space", space_with(p, lambda r: r["search"].update(
+        {"training.learnig_rate": {"low": 0.1, "high": 0.2}}))], "training.learnig_rate"),
+    "empty range": (lambda p: ["--space", space_with(p, lambda r: r["search"].update(
+        {"training.warmup_ratio": {"low": 0.2, "high": 0.1}}))], "empty range"),
+    "bad yaml": (lambda p: ["--space", write(p / "bad.yaml", "model:\n  architecture: t5\n training: [\n")],
+                 "not valid YAML"),
+    "unsloth on cpu": (lambda p: ["--demo", "--method", "unsloth"], "use --method full, lora or qlora"),
+    "unreachable checkpoint": (lambda p: ["--checkpoint", "no-such-org/no-such-model", "--train-data",
+                                          write(p / "t.csv", GOOD), "--val-data", write(p / "v.csv", GOOD)],
+                               "model hub cannot be reached"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_writes_no_study(case, tmp_path, capsys, monkeypatch):
+    if case == "unsloth on cpu" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    extra, expected = BAD_INPUTS[case]
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    code, err = run_main(["--storage", url, "--trials", "2", *extra(tmp_path)], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.strip().count("\n") == 0 and expected in err, err
+    assert not (tmp_path / "studies.db").exists() or not study_names(open_storage(url))
+
+
+def test_storage_password_never_printed(capsys):
+    code, err = run_main(["--demo", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
+    assert code == 2 and "hunter2" not in err and "user:***@" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = build_parser().parse_args(["--storage", url, "--trials", "2", "--output-root", str(tmp_path)])
+    run_study(args, Space.for_family("t5"), data(tmp_path), "t5-dash", train_fn=fake_train)
+    port = free_port()
+    server = subprocess.Popen([shutil.which("optuna-dashboard"), url, "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer within 30 s"
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["t5-dash"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_ctrl_c_leaves_no_running_trial_and_the_rerun_goes_on(tmp_path):
+    from models.demo import demo_assets
+
+    assets = demo_assets("t5")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    cmd = [sys.executable, "-m", "search.run", "--space", str(quick_space(tmp_path)), "--trials", "2",
+           "--storage", url, "--study", "ctrlc", "--train-data", str(assets.train), "--val-data", str(assets.dev),
+           "--checkpoint", str(assets.checkpoint), "--output-root", str(tmp_path / "outputs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _running(url):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command to go on" in err
+
+    study = optuna.load_study(study_name="ctrlc", storage=open_storage(url))
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="ctrlc", storage=open_storage(url))
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 2
+    assert not any(t.state == TrialState.RUNNING for t in study.trials)
+
+
+def _running(url: str) -> bool:
+    storage = open_storage(url)
+    if "ctrlc" not in study_names(storage):
+        return False
+    study = optuna.load_study(study_name="ctrlc", storage=storage)
+    return any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
