@@ -168,6 +168,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{source}: bad value for '{key}'; {fix}")
 
+    @staticmethod
+    def type_of(key: str) -> type:
+        """The Python type of a dotted key's value (`method` is a str)."""
+        section, _, name = key.partition(".")
+        return str if key == "method" else _FIELD_TYPES[section][name]
+
     # -- views --------------------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:
         """Every hyperparameter as one flat dict of dotted keys, logged verbatim."""

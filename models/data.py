@@ -27,7 +27,7 @@ class Split:
     dialogues: list[str]
     references: list[list[str]]
     features: list[dict[str, list[int]]]  # input_ids, labels (when summaries exist), prompt_ids
-    skipped: int  # rows dropped for an empty dialogue
+    skipped: int  # rows dropped for an empty dialogue (or, where summaries are needed, an empty summary)
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -109,7 +109,8 @@ def _tokenize_causal(dialogues, summaries, tokenizer, family, max_source, max_ta
     """
     sep = tokenizer(family.separator, add_special_tokens=False)["input_ids"]
     bodies = tokenizer(dialogues, add_special_tokens=False)["input_ids"]
-    prompts = [body[-(max_source - len(sep)):] + sep for body in bodies]
+    keep = max(max_source - len(sep), 0)
+    prompts = [body[len(body) - keep:] + sep for body in bodies]
     if summaries is None:
         return [{"prompt_ids": p} for p in prompts]
     eos = [tokenizer.eos_token_id]
@@ -146,7 +147,7 @@ def collate(features: list[dict[str, list[int]]], pad_id: int, key: str = "input
     rows = [f[key] for f in features]
     batch = {"input_ids": pad(rows, pad_id, left_pad), "attention_mask": pad([[1] * len(r) for r in rows], 0, left_pad)}
     if key == "input_ids" and "labels" in features[0]:
-        batch["labels"] = pad([f["labels"] for f in features], -100)
+        batch["labels"] = pad([f["labels"] for f in features], -100, left_pad)
     return batch
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from models.generate import generate, load_checkpoint, save_checkpoint
 from models.methods import build_model
 from models.metrics import rouge
 
+log = logging.getLogger(__name__)
 Report = Callable[[int, dict[str, float]], bool]  # (optimizer step, metrics) -> stop now?
 
 
@@ -46,6 +49,7 @@ class Result:
     peak_memory_gb: float  # GPU memory allocated at peak; on CPU the process's peak resident size
     checkpoint: str | None
     evals: list[dict[str, float]] = field(default_factory=list)
+    oom_retries: list[str] = field(default_factory=list)  # what ran out of memory before this run fitted
 
     def value(self, metric: str) -> float:
         return self.metrics[metric]
@@ -77,7 +81,46 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, smoothi
 
 
 def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
-          report: Report | None = None, progress: bool = True) -> Result:
+          report: Report | None = None, progress: bool = True, label: str | None = None) -> Result:
+    """Train once; on CUDA out-of-memory, again with the per-device batch halved and accumulation doubled.
+
+    The effective batch stays the same (the design document's own advice for a smaller GPU), down to
+    a batch of 1; past that, `OutOfMemory` says so. `progress`: a bar on a terminal and one line per
+    eval (in logs too); `label` names the run in them.
+    """
+    retries: list[str] = []
+    while True:
+        try:
+            result = _train_once(config, train_path, val_path, output_dir, report, progress, label)
+        except torch.OutOfMemoryError as err:
+            reason = str(err).splitlines()[0]
+        else:
+            result.oom_retries = retries
+            return result
+        release_memory()  # only now: the failed attempt's frames lived as long as its exception
+        t = config.training
+        if t.batch_size == 1:
+            raise OutOfMemory(f"out of memory at per-device batch 1 after {len(retries)} retries ({reason}); "
+                              "use a smaller model, QLoRA, gradient checkpointing or shorter max lengths")
+        retries.append(f"batch {t.batch_size} x accumulation {t.gradient_accumulation_steps} ran out of memory "
+                       f"({reason}); retrying with batch {t.batch_size // 2}")
+        log.warning(retries[-1])
+        config = config.override({"training.batch_size": t.batch_size // 2,
+                                  "training.gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
+                report: Report | None, progress: bool, label: str | None) -> Result:
     t = config.training
     output_dir = Path(output_dir)
     family = get_family(config.model.architecture)
@@ -148,7 +191,8 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
     best_dir = output_dir / "best"
     best_value, best_step, step, evals, stopped = -math.inf, 0, 0, [], False
     eval_seconds, started = 0.0, time.perf_counter()
-    bar = tqdm(total=total_steps, desc=model_name(config.model.checkpoint), disable=not progress,
+    label = label or model_name(config.model.checkpoint)
+    bar = tqdm(total=total_steps, desc=label, disable=not (progress and sys.stderr.isatty()),
                dynamic_ncols=True, leave=False)
     model.train()
     while step < total_steps and not stopped:
@@ -174,6 +218,10 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
                 eval_seconds += metrics["eval_seconds"]
                 evals.append({"step": step, **metrics})
                 bar.set_postfix(loss=f"{loss.item():.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})
+                if progress and accelerator.is_main_process:
+                    tqdm.write(f"{label}  step {step}/{total_steps}  loss {loss.item():.3f}  "
+                               f"eval_loss {metrics['eval_loss']:.3f}  {t.metric} {metrics[t.metric]:.4f}  "
+                               f"(eval {metrics['eval_seconds']:.1f}s)", file=sys.stderr)
                 if writer:
                     for name, value in metrics.items():
                         writer.add_scalar(f"eval/{name}", value, step)
@@ -193,9 +241,7 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
     # -- cleanup, then the final evaluation of what was kept ------------------------------
     del model, optimizer, scheduler, loader
     accelerator.free_memory()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_memory()
     best = next(e for e in evals if e["step"] == best_step)
     metrics = {k: v for k, v in best.items() if k not in ("step", "eval_seconds")}
     if not stopped and len(eval_rows) < len(dev_split):

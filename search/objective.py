@@ -38,8 +38,12 @@ class Objective:
             return trial.should_prune()
 
         output_dir = self.output_root / trial.study.study_name / f"trial-{trial.number:04d}"
-        result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report,
-                               progress=self.progress)
+        try:
+            result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report,
+                                   progress=self.progress, label=f"trial #{trial.number}")
+        except Exception as err:  # the trial fails, the search goes on; the reason stays with the trial
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {str(err)[:500]}")
+            raise
         for key, value in result.metrics.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("train_seconds", result.train_seconds)
@@ -47,6 +51,7 @@ class Objective:
         trial.set_user_attr("peak_memory_gb", result.peak_memory_gb)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("checkpoint", result.checkpoint)
+        trial.set_user_attr("oom_retries", result.oom_retries)
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         return result.metrics[self.metric]

@@ -21,7 +21,7 @@ from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.space import SPACES_DIR, Space
-from search.storage import DEFAULT_URL, check_url, open_storage, redact
+from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url, open_storage, redact
 from search.summary import best_lines, short, write_report
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
@@ -91,7 +91,7 @@ def prepare(args, family: str | None) -> tuple[Space, Data, str]:
 
 
 def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
-    storage = open_storage(args.storage)
+    storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, args.seed),
                                 pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
@@ -123,8 +123,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
               f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
 
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn,
-                          progress=sys.stderr.isatty())
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn)
     study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
                               keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
@@ -151,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
     parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
+    parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
+                        help="seconds between a running trial's heartbeats")
+    parser.add_argument("--grace-period", type=int, default=GRACE_SECONDS,
+                        help="a trial silent this long is failed and re-queued with the same parameters")
     return parser
 
 

@@ -69,7 +69,23 @@ class Space:
             params.append(_param(path, name, spec, [p.name for p in params]))
         space = cls(path, defaults, params)
         space.baseline()  # refuse a space whose own defaults lie outside its ranges, before any trial
+        space._check_values_fit_config()
         return space
+
+    def _check_values_fit_config(self) -> None:
+        """Every choice and both ends of every range must make a valid config, or trial 7 would stop the study."""
+        for p in self.params:
+            d = p.distribution
+            values = d.choices if isinstance(d, CategoricalDistribution) else (d.low, d.high)
+            for value in values:
+                try:
+                    self.defaults.override({p.name: value})
+                except ConfigError as err:
+                    raise SpaceError(f"{self.path}: search key '{p.name}' allows {value!r}, which the config "
+                                     f"refuses ({err}); narrow the range") from None
+            if isinstance(d, FloatDistribution) and TrainConfig.type_of(p.name) is int:
+                raise SpaceError(f"{self.path}: search key '{p.name}' is an integer setting; "
+                                 "write its low and high as integers")
 
     def fix(self, name: str, value: Any) -> None:
         """Pin one dimension (e.g. --method qlora): it is no longer sampled, and its conditions see the value."""
@@ -115,6 +131,7 @@ class Space:
         return grid
 
 
+
 def _suggest(trial: optuna.Trial, p: Param) -> Any:
     d = p.distribution
     if isinstance(d, CategoricalDistribution):
@@ -152,13 +169,31 @@ def _param(path: Path, name: str, spec: Any, earlier: list[str]) -> Param:
         return Param(name, CategoricalDistribution(choices), when)
     if "low" not in spec or "high" not in spec:
         raise SpaceError(f"{where} needs both low and high (or choices)")
-    low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+    low, high = _number(spec["low"]), _number(spec["high"])
+    log, step = bool(spec.get("log", False)), spec.get("step")
+    if low is None or high is None:
         raise SpaceError(f"{where}: low and high must be numbers")
+    if log and step is not None:
+        raise SpaceError(f"{where}: step and log cannot be combined; drop one")
     if not low < high:
         raise SpaceError(f"{where} has an empty range (low {low} is not below high {high}); make low < high")
     if log and low <= 0:
         raise SpaceError(f"{where}: a log range needs low > 0")
-    if isinstance(low, int) and isinstance(high, int):
-        return Param(name, IntDistribution(low, high, log=log, step=int(step or 1)), when)
-    return Param(name, FloatDistribution(float(low), float(high), log=log, step=step), when)
+    try:
+        if isinstance(low, int) and isinstance(high, int):
+            return Param(name, IntDistribution(low, high, log=log, step=1 if step is None else step), when)
+        return Param(name, FloatDistribution(float(low), float(high), log=log, step=step), when)
+    except (TypeError, ValueError) as err:
+        raise SpaceError(f"{where}: {err}") from None
+
+
+def _number(value: Any) -> int | float | None:
+    """YAML reads `3e-5` (no dot) as a string; take it as the number it means."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

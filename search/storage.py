@@ -42,7 +42,8 @@ def check_url(url: str) -> None:
             raise StorageError(f"storage folder {folder} does not exist; create it or use another path")
 
 
-def open_storage(url: str = DEFAULT_URL) -> RDBStorage:
+def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,
+                 grace_period: int = GRACE_SECONDS) -> RDBStorage:
     check_url(url)
     engine_kwargs = {}
     if url.startswith("sqlite:///"):
@@ -53,8 +54,8 @@ def open_storage(url: str = DEFAULT_URL) -> RDBStorage:
     try:
         with warnings.catch_warnings():  # the retry callback is marked experimental; we rely on it knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                              grace_period=GRACE_SECONDS,
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                              grace_period=grace_period,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as err:  # sqlalchemy's errors carry the whole URL: never print them raw
         reason = redact(str(err).splitlines()[0]) if str(err) else type(err).__name__

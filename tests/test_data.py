@@ -211,8 +211,6 @@ def test_t5_prefix_tokens_lead_the_input_with_the_demo_t5_tokenizer(tmp_path, to
     assert [a["labels"] for a in t5.features] == [b["labels"] for b in mt5.features]
 
 
-@pytest.mark.xfail(strict=True, reason="demo.py trains the tiny T5 unigram tokenizer on the Korean demo text only, "
-                   "so 'summarize: ' encodes as 's<unk>r<unk>e:'; the prefix text is never in its corpus")
 def test_t5_prefix_decodes_with_the_demo_t5_tokenizer(tmp_path, tokenizers):
     tokenizer, _ = tokenizers["t5"]
     path = write_csv(tmp_path / "train.csv", [row(0)])
@@ -353,3 +351,20 @@ def test_batches_are_length_homogeneous():
     random.Random(0).shuffle(order)
     shuffled = [order[i: i + 8] for i in range(0, len(order), 8)]
     assert padding(grouped, lens) < 0.5 * padding(shuffled, lens)
+
+
+# -- edge cases found by review, fixed since -------------------------------------------------
+
+
+def test_causal_prompt_never_exceeds_max_source(tmp_path, tokenizers):
+    tokenizer, _ = tokenizers["gpt2"]
+    fam = FAMILIES["gpt2"]
+    sep = tokenizer(fam.separator, add_special_tokens=False)["input_ids"]
+    path = write_csv(tmp_path / "train.csv", [row(0)])
+    split = load_split(path, tokenizer, fam, len(sep), 32, cache_dir=tmp_path / "cache")
+    assert len(split.features[0]["prompt_ids"]) <= len(sep)
+
+
+def test_collate_left_pad_keeps_labels_aligned():
+    batch = collate(FEATURES, pad_id=0, left_pad=True)
+    assert batch["labels"].tolist()[1] == [-100, -100, -100, -100, 9]

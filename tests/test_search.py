@@ -14,7 +14,7 @@ from search.objective import Data
 from search.storage import open_storage, study_names
 
 
-def fake_train(config, train_path, val_path, output_dir, report=None, progress=False):
+def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):
     """Scores peak at lr 1e-3; reports at steps 10..50 like the real trainer; stops when told to."""
     quality = max(0.0, 1 - abs(math.log10(config.training.learning_rate) + 3) / 3)
     best = Path(output_dir) / "best"
