@@ -1,18 +1,25 @@
-"""One Optuna trial: parameters -> TrainConfig -> models.trainer.train; report() -> prune."""
+"""One trial: parameters -> TrainConfig -> models.trainer.train, with its story told to the study and W&B.
+
+Two drivers share `Objective.run`: an Optuna trial (`__call__`, which can prune) and a W&B sweep
+agent (`search.agent`, whose result is added to the study afterwards).
+"""
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from models.trainer import Result, train
+from models.config import TrainConfig
+from models.trainer import Report, Result, train
+from search.sinks import WandbRuns
 from search.space import Space
 
 TrainFn = Callable[..., Result]  # models.trainer.train, or a stand-in in tests of the search alone
+Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_user_attr, or a dict
 
 
 @dataclass
@@ -23,38 +30,56 @@ class Data:
 
 class Objective:
     def __init__(self, space: Space, data: Data, output_root: Path, metric: str = "mean",
-                 train_fn: TrainFn = train, progress: bool = True):
+                 train_fn: TrainFn = train, progress: bool = True, wandb: WandbRuns | None = None):
         self.space, self.data, self.output_root, self.metric = space, data, Path(output_root), metric
-        self.train_fn, self.progress = train_fn, progress
+        self.train_fn, self.progress, self.wandb = train_fn, progress, wandb
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
-        config = self.space.config({**params, "training.metric": self.metric})
-        trial.set_user_attr("config", config.to_flat())
-        trial.set_user_attr("method", config.method)
 
         def report(step: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics[self.metric], step)
             return trial.should_prune()
 
-        output_dir = self.output_root / trial.study.study_name / f"trial-{trial.number:04d}"
-        try:
-            result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report,
-                                   progress=self.progress, label=f"trial #{trial.number}")
-        except Exception as err:  # the trial fails, the search goes on; the reason stays with the trial
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {str(err)[:500]}")
-            raise
-        for key, value in result.metrics.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("train_seconds", result.train_seconds)
-        trial.set_user_attr("eval_seconds", result.eval_seconds)
-        trial.set_user_attr("peak_memory_gb", result.peak_memory_gb)
-        trial.set_user_attr("steps", result.steps)
-        trial.set_user_attr("checkpoint", result.checkpoint)
-        trial.set_user_attr("oom_retries", result.oom_retries)
+        result = self.run(params, trial.study.study_name, f"trial-{trial.number:04d}", report, trial.set_user_attr)
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         return result.metrics[self.metric]
+
+    def run(self, params: dict[str, Any], study: str, name: str, report: Report, record: Record) -> Result:
+        """Train one parameter set; `name` (trial-0007, sweep-RUNID) names its folder and W&B run."""
+        config = self.config(params)
+        record("config", config.to_flat())
+        record("method", config.method)
+        if self.wandb:
+            self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
+
+        def report_everywhere(step: int, metrics: dict[str, float]) -> bool:
+            if self.wandb:
+                self.wandb.log(step, metrics)
+            return report(step, metrics)
+
+        output_dir = self.output_root / study / name
+        try:
+            result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report_everywhere,
+                                   progress=self.progress, label=name)
+        except BaseException as err:  # the trial fails (Ctrl-C too); the reason stays with it
+            record("fail_reason", f"{type(err).__name__}: {str(err)[:500]}")
+            if self.wandb:
+                self.wandb.finish("failed", {})
+            raise
+        for key, value in result.metrics.items():
+            record(key, value)
+        for key in ("train_seconds", "eval_seconds", "peak_memory_gb", "steps", "checkpoint", "oom_retries"):
+            record(key, getattr(result, key))
+        if self.wandb:
+            self.wandb.finish("pruned" if result.stopped_early else "complete",
+                              {**result.metrics, "train_seconds": result.train_seconds,
+                               "peak_memory_gb": result.peak_memory_gb})
+        return result
+
+    def config(self, params: dict[str, Any]) -> TrainConfig:
+        return self.space.config({**params, "training.metric": self.metric})
 
 
 def keep_best_checkpoint(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:

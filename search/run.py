@@ -20,6 +20,7 @@ from models.demo import DEMO_OVERRIDES, demo_assets
 from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
+from search.sinks import WandbRuns
 from search.space import SPACES_DIR, Space
 from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url, open_storage, redact
 from search.summary import best_lines, short, write_report
@@ -90,17 +91,23 @@ def prepare(args, family: str | None) -> tuple[Space, Data, str]:
     return space, data, name
 
 
-def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
+def open_study(args, space: Space, name: str) -> optuna.Study:
+    """Load the study, or create it with trial 0 (the space's defaults) queued first."""
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, args.seed),
                                 pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
-    if not study.get_trials(deepcopy=False):
+    if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
         study.set_user_attr("family", space.family)
         study.set_user_attr("space", str(space.path))
         study.set_user_attr("metric", args.metric)
         study.set_user_attr("checkpoint", space.defaults.model.checkpoint)
         study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
+    return study
+
+
+def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
+    study = open_study(args, space, name)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = args.trials - done
     print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
@@ -123,11 +130,14 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
               f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
 
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn)
+    wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
     study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
                               keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
                               progress])
+    if wandb and wandb.upload_hint():
+        print(wandb.upload_hint())
     return study
 
 
@@ -150,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
     parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
+    parser.add_argument("--wandb-project", default="sumsweep", help="W&B project (a run per trial, grouped by study)")
+    parser.add_argument("--no-wandb", action="store_true", help="no W&B runs")
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
     parser.add_argument("--grace-period", type=int, default=GRACE_SECONDS,

@@ -108,7 +108,7 @@ class Space:
         params = {}
         for p in self.params:
             if p.active(flat):
-                value = _within(p.distribution, flat[p.name])
+                value = within(p.distribution, flat[p.name])
                 if value is None:
                     raise SpaceError(f"{self.path}: the default {p.name}={flat[p.name]!r} is outside its search "
                                      "range; widen the range or change the default")
@@ -141,7 +141,7 @@ def _suggest(trial: optuna.Trial, p: Param) -> Any:
     return trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
 
 
-def _within(d: BaseDistribution, value: Any) -> Any:
+def within(d: BaseDistribution, value: Any) -> Any:
     """`value` as the distribution holds it (3.0 -> 3 for an int range), or None when outside it."""
     if isinstance(d, CategoricalDistribution):
         return value if value in d.choices else None

@@ -31,7 +31,8 @@ def fake_train(config, train_path, val_path, output_dir, report=None, progress=F
 
 def args_for(storage_url, tmp_path, *extra):
     return build_parser().parse_args(["--family", "t5", "--storage", storage_url,
-                                      "--output-root", str(tmp_path / "outputs"), "--seed", "1", *extra])
+                                      "--output-root", str(tmp_path / "outputs"), "--seed", "1", "--no-wandb",
+                                      *extra])
 
 
 def data(tmp_path):

@@ -1,0 +1,102 @@
+"""W&B as it runs offline, for real: a run per trial, the sweep file, and the sweep agent's program."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from search.run import run_study
+from search.space import Space
+from search.storage import open_storage
+from test_search import args_for, data, fake_train, quick_space
+from wandb_log import read_run
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "wandb-key-that-must-never-be-written-0123456789"
+
+
+@pytest.fixture
+def offline_wandb(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login: offline by default
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def offline_runs(root: Path) -> list[dict]:
+    return [read_run(p) for p in sorted(root.glob("wandb/offline-run-*/run-*.wandb"))]
+
+
+def test_every_trial_is_an_offline_wandb_run(offline_wandb, tmp_path, study_name, capsys):
+    args = args_for(f"sqlite:///{tmp_path / 'studies.db'}", tmp_path, "--trials", "4", "--pruner", "median")
+    args.no_wandb = False
+    study = run_study(args, Space.for_family("t5"), data(tmp_path), study_name, train_fn=fake_train)
+    runs = offline_runs(tmp_path / "outputs")
+    assert len(runs) == 4
+    by_name = {r["run"].display_name: r for r in runs}
+    for trial in study.trials:
+        run = by_name[f"{study_name}-trial-{trial.number:04d}"]
+        assert run["run"].run_group == study_name and run["run"].project == "sumsweep"
+        assert run["config"]["training.learning_rate"] == trial.params["training.learning_rate"]
+        steps = [h["_step"] for h in run["history"]]
+        assert steps == sorted(trial.intermediate_values)
+        state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}[trial.state]
+        assert run["summary"]["state"] == state and run["exit_code"] == 0
+    assert "wandb sync" in capsys.readouterr().out
+    listed = subprocess.run(["wandb", "sync", "--dry-run", str(tmp_path / "outputs" / "wandb")],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.stdout.count(".wandb") + listed.stderr.count(".wandb") == 4
+
+
+def test_sweep_file_is_valid_and_mirrors_the_space(tmp_path):
+    import sweeps
+
+    from search.sweep import main
+
+    out = tmp_path / "t5.yaml"
+    assert main(["--family", "t5", "--demo", "--output", str(out), "--storage", "sqlite:///studies.db"]) == 0
+    config = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert sweeps.schema_violations_from_proposed_config(config) == []
+    space = Space.for_family("t5")
+    assert list(config["parameters"]) == [p.name for p in space.params]
+    assert config["parameters"]["training.learning_rate"] == {
+        "distribution": "log_uniform_values", "min": 3e-5, "max": 3e-3}
+    assert config["parameters"]["method"] == {"values": ["full", "lora", "qlora"]}
+    assert config["metric"] == {"name": "mean", "goal": "maximize"}
+    assert config["early_terminate"]["type"] == "hyperband"
+    assert config["command"][2:4] == ["-m", "search.agent"] and config["command"][-1] == "${args}"
+
+
+def test_agent_program_adds_its_run_to_the_study(offline_wandb, tmp_path):
+    """Run as `wandb agent` runs it: the sweep file's command with ${args} expanded."""
+    from models.demo import demo_assets
+
+    assets = demo_assets("t5")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    common = ["--space", str(quick_space(tmp_path)), "--storage", url, "--study", "swept",
+              "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint",
+              str(assets.checkpoint), "--output-root", str(tmp_path / "outputs")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}
+    sweep_args = ["--method=lora", "--training.learning_rate=0.003"]
+    done = subprocess.run([sys.executable, "-m", "search.agent", *common, *sweep_args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="swept", storage=open_storage(url))
+    trial = study.trials[-1]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["source"] == "wandb-sweep"
+    assert trial.params == {"method": "lora", "training.learning_rate": 0.003}
+    assert set(trial.distributions) == {"method", "training.learning_rate"}
+    assert sorted(trial.intermediate_values) == [10, 20, 30] and trial.value == trial.user_attrs["mean"]
+    run, = offline_runs(tmp_path / "outputs")
+    assert run["summary"]["state"] == "complete" and run["run"].run_group == "swept"
+    # the key in the environment is never written to the study, the outputs or the W&B files
+    for path in [tmp_path / "studies.db", *tmp_path.rglob("*")]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+    bad = subprocess.run([sys.executable, "-m", "search.agent", *common, "--training.learning_rate=5"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "outside its range" in bad.stderr
