@@ -5,6 +5,7 @@ agent (`search.agent`, whose result is added to the study afterwards).
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ class Objective:
         config = self.config(params)
         record("config", config.to_flat())
         record("method", config.method)
+        record("worker", os.environ.get("SUMSWEEP_WORKER", "main"))  # set by search.workers for each slot
         if self.wandb:
             self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
 

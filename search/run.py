@@ -24,6 +24,7 @@ from search.sinks import WandbRuns
 from search.space import SPACES_DIR, Space
 from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url, open_storage, redact
 from search.summary import best_lines, short, write_report
+from search.workers import run_workers
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "sha", "wilcoxon", "none")
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
     parser.add_argument("--wandb-project", default="sumsweep", help="W&B project (a run per trial, grouped by study)")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B runs")
+    parser.add_argument("--gpus", help="one worker per GPU on the same study, e.g. 0,1,2,3")
+    parser.add_argument("--trials-per-gpu", type=int, default=1, help="workers sharing each GPU (with --gpus)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
     parser.add_argument("--grace-period", type=int, default=GRACE_SECONDS,
@@ -169,7 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
+    """This command for one worker: one family's space and study, without the worker options."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    out = []
+    for action in parser._actions:
+        value = args.get(action.dest)
+        if action.dest in ("help", "gpus", "trials_per_gpu", "family", "space", "study", "worker") or value is None:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            out += [flag] if value else []
+        else:
+            out += [flag, str(value)]
+    return out + ["--space", str(space.path), "--study", study]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
@@ -182,7 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     prepared = [prepare(args, family) for family in families]  # every family's input checked before any study
     for space, data, name in prepared:
         try:
-            study = run_study(args, space, data, name)
+            if args.worker:
+                run_study(args, space, data, name)
+                continue
+            if args.gpus:
+                open_study(args, space, name)  # created once here, so trial 0 is queued once
+                code = run_workers(worker_argv(argv, space, name), args.gpus.split(","), args.trials_per_gpu)
+                if code:
+                    return code
+                study = open_study(args, space, name)
+            else:
+                study = run_study(args, space, data, name)
         except KeyboardInterrupt:
             print(f"\ninterrupted: the running trial is recorded as failed; run the same command to go on",
                   file=sys.stderr)

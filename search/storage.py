@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from models.config import ConfigError
@@ -46,21 +47,36 @@ def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,
                  grace_period: int = GRACE_SECONDS) -> RDBStorage:
     check_url(url)
     engine_kwargs = {}
-    if url.startswith("sqlite:///"):
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
         _use_wal(Path(url.removeprefix("sqlite:///")))
-        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
+        # isolation_level None: Python's sqlite3 must not open transactions itself (see _serialize_writes)
+        engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": None}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():  # the retry callback is marked experimental; we rely on it knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                              grace_period=grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                 grace_period=grace_period,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as err:  # sqlalchemy's errors carry the whole URL: never print them raw
         reason = redact(str(err).splitlines()[0]) if str(err) else type(err).__name__
         raise StorageError(f"cannot open storage {redact(url)} ({reason}); check the URL, "
                            "that the database server runs, and the credentials") from None
+    if sqlite:
+        _serialize_writes(storage.engine)
+    return storage
+
+
+def _serialize_writes(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins.
+
+    Python's sqlite3 begins a transaction only at the first write, so two workers can both read
+    trial 0 as WAITING and both start it (Optuna's row lock is a no-op on SQLite). BEGIN IMMEDIATE
+    makes the read and the write one step; the busy timeout makes the others wait their turn.
+    """
+    sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def _use_wal(path: Path) -> None:

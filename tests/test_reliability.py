@@ -106,3 +106,37 @@ def _running_trial(url):
         return None
     trials = optuna.load_study(study_name="killed", storage=storage).get_trials(states=(TrialState.RUNNING,))
     return trials[0] if trials else None
+
+
+def test_workers_share_one_study_and_stop_together(tmp_path):
+    """--gpus with fake device ids on a CPU machine: two workers, one study, Ctrl-C reaches both."""
+    from models.demo import demo_assets
+
+    assets = demo_assets("t5")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    cmd = [sys.executable, "-m", "search.run", "--space", str(quick_space(tmp_path)), "--trials", "4",
+           "--storage", url, "--study", "shared", "--train-data", str(assets.train), "--val-data", str(assets.dev),
+           "--checkpoint", str(assets.checkpoint), "--output-root", str(tmp_path / "outputs"), "--gpus", "0,1",
+           "--no-wandb"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[gpu 0]" in done.stdout and "[gpu 1]" in done.stdout and "best trial" in done.stdout
+    study = optuna.load_study(study_name="shared", storage=open_storage(url))
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 4 <= len(finished) <= 5  # a worker may finish the trial it had started when the 4th ended
+    assert {t.user_attrs["worker"] for t in finished} == {"gpu 0", "gpu 1"}
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+    proc = subprocess.Popen([*cmd[:6], "8", *cmd[7:]], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while sum(t.state == TrialState.RUNNING for t in optuna.load_study(
+            study_name="shared", storage=open_storage(url)).trials) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    study = optuna.load_study(study_name="shared", storage=open_storage(url))
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
