@@ -401,7 +401,11 @@ def document(args, body: dict) -> dict:
                                  "causal_joined": args.source + args.target, "warmup": args.warmup,
                                  "steps": args.steps, "fixed_batches": args.batches, "tiny": args.tiny,
                                  "precision": "bf16 autocast", "optimizer": "AdamW (fused on CUDA)", "lr": LR,
-                                 "tokens_per_s": "batch x (source + target) per timed step"},
+                                 "tokens_per_s": "batch x (source + target) per timed step",
+                                 "e2e": {"max_steps": args.e2e_steps, "eval_steps": args.e2e_eval_steps,
+                                         "learning_rate": 1e-3, "rouge_tokenize": "whitespace",
+                                         "eval_subset": 4 if args.tiny else 100,
+                                         "checkpoint": "the family's tiny demo checkpoint"}},
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": device_name()}
@@ -416,17 +420,17 @@ def write_json(path: Path, data: dict) -> None:
 
 def merge(paths: list[str]) -> dict:
     """Several runs' files into one: models and end_to_end merged key by key, their commands listed."""
-    merged: dict = {"models": {}, "end_to_end": {}, "commands": []}
-    for p in paths:
+    merged: dict = {"models": {}, "end_to_end": {}, "parts": []}
+    for p in paths:  # a later file's entry replaces an earlier one's
         d = json.loads(Path(p).read_text())
         for section in ("models", "end_to_end"):
             for family, methods in d.get(section, {}).items():
                 merged[section].setdefault(family, {}).update(methods)
-        merged["commands"].append(d.get("command"))
+        merged["parts"].append({"file": Path(p).name, "command": d.get("command"), "date": d.get("date")})
         for key in ("settings", "versions", "date", "device"):
             if d.get(key) and (key not in merged or key == "versions" and d[key].get("unsloth")):
                 merged[key] = d[key]
-    merged["command"] = " && ".join(c for c in merged["commands"] if c)
+    merged["command"] = " && ".join(part["command"] for part in merged["parts"] if part["command"])
     return merged
 
 

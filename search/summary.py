@@ -62,6 +62,6 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
     for name, plot in PLOTS.items():
         try:
             plot(study).write_html(folder / name, include_plotlyjs="cdn")
-        except (ValueError, RuntimeError) as err:  # e.g. importances need two completed trials
+        except (ValueError, RuntimeError, ImportError) as err:  # importances need two completed trials
             log.debug("skipped %s: %s", name, err)
     return folder

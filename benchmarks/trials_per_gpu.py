@@ -1,0 +1,131 @@
+"""Whole trials sharing one GPU: aggregate trials/hour for N = 1, 2, 4 workers on one study.
+
+    python benchmarks/trials_per_gpu.py [--workers 1 2 4] [--trials 8] [--mps] [--out results/]
+
+Each setting runs the real `python -m search.run --gpus 0 --trials-per-gpu N` on the demo data with
+a bart-base-sized model (random weights: the compute is a real bart-base's) and times the whole
+study, process start-up included. With --mps, N > 1 is also run under CUDA MPS. Writes
+trials_per_gpu.json ({"speedup_at_4": ..., "runs": [...]}) and parallel.json (the N = 2 figure).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def bart_base_checkpoint(folder: Path) -> Path:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from models.demo import demo_assets
+    from models.methods import load_tokenizer
+
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = load_tokenizer(str(demo_assets("bart").checkpoint))
+    config = BartConfig(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6,
+                        encoder_attention_heads=12, decoder_attention_heads=12, encoder_ffn_dim=3072,
+                        decoder_ffn_dim=3072, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id)
+    BartForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def space_file(folder: Path, steps: int) -> Path:
+    raw = yaml.safe_load((REPO / "spaces" / "bart.yaml").read_text(encoding="utf-8"))
+    raw["training"].update(batch_size=16, gradient_accumulation_steps=1, max_steps=steps, eval_steps=steps // 2,
+                           eval_subset=64, num_beams=1, generation_max_length=64, rouge_tokenize="whitespace")
+    raw["search"] = {"training.learning_rate": {"low": 1.0e-5, "high": 1.0e-3, "log": True}}
+    path = folder / "bart-bench.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: bool) -> dict:
+    from models.demo import demo_assets
+
+    assets = demo_assets("bart")
+    db = work / f"n{n}{'-mps' if mps else ''}.db"
+    db.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", "0",
+           "--trials-per-gpu", str(n), "--storage", f"sqlite:///{db}", "--study", "bench", "--no-wandb",
+           "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(checkpoint),
+           "--output-root", str(work / "outputs"), "--pruner", "none", "--seed", "0"]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"N={n} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    import optuna
+
+    study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    train_s = sum(t.user_attrs.get("train_seconds", 0) for t in finished)
+    return {"workers": n, "mps": mps, "trials": len(finished), "wall_seconds": seconds,
+            "trials_per_hour": len(finished) / seconds * 3600,
+            "mean_trial_train_seconds": train_s / max(len(finished), 1),
+            "peak_memory_gb_per_trial": max(t.user_attrs.get("peak_memory_gb", 0) for t in finished)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--mps", action="store_true", help="also run N > 1 under CUDA MPS")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sumsweep-bench"))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    checkpoint = bart_base_checkpoint(args.work / "bart-base-random")
+    space = space_file(args.work, args.steps)
+    runs = []
+    for n in args.workers:
+        runs.append(run(n, args.trials, space, checkpoint, args.work, mps=False))
+        print(json.dumps(runs[-1]), flush=True)
+    if args.mps and shutil.which("nvidia-cuda-mps-control"):
+        subprocess.run(["nvidia-cuda-mps-control", "-d"], check=True)
+        try:
+            for n in [n for n in args.workers if n > 1]:
+                runs.append(run(n, args.trials, space, checkpoint, args.work, mps=True))
+                print(json.dumps(runs[-1]), flush=True)
+        finally:
+            subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True)
+    base = next(r for r in runs if r["workers"] == 1)["trials_per_hour"]
+    for r in runs:
+        r["speedup"] = r["trials_per_hour"] / base
+    import torch
+
+    meta = {"command": " ".join([sys.executable, *sys.argv]), "date": datetime.date.today().isoformat(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "versions": {"torch": torch.__version__}, "model": "bart-base size, random weights",
+            "batch_size": 16, "steps_per_trial": args.steps}
+    best_at = {n: max((r["speedup"] for r in runs if r["workers"] == n), default=None) for n in (2, 4)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "trials_per_gpu.json").write_text(json.dumps(
+        {"speedup_at_2": best_at[2], "speedup_at_4": best_at[4], "runs": runs, **meta}, indent=2))
+    two = next((r for r in runs if r["workers"] == 2 and not r["mps"]), None)
+    if two:
+        (args.out / "parallel.json").write_text(json.dumps(
+            {"gpus": 1, "workers": 2, "speedup": two["speedup"], "note": "two workers sharing one H200; "
+             "one worker per GPU needs a multi-GPU machine", "runs": runs, **meta}, indent=2))
+    print(f"{'workers':>7} {'mps':>4} {'trials/h':>9} {'speedup':>8}")
+    for r in runs:
+        print(f"{r['workers']:>7} {str(r['mps']):>4} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
