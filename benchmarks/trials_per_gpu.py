@@ -53,13 +53,13 @@ def space_file(folder: Path, steps: int) -> Path:
     return path
 
 
-def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: bool) -> dict:
+def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: bool, gpus: str = "0") -> dict:
     from models.demo import demo_assets
 
     assets = demo_assets("bart")
-    db = work / f"n{n}{'-mps' if mps else ''}.db"
+    db = work / f"n{n}{'-mps' if mps else ''}-gpus{gpus.replace(',', '')}.db"
     db.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", "0",
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", gpus,
            "--trials-per-gpu", str(n), "--storage", f"sqlite:///{db}", "--study", "bench", "--no-wandb",
            "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(checkpoint),
            "--output-root", str(work / "outputs"), "--pruner", "none", "--seed", "0"]
@@ -73,10 +73,37 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
     finished = [t for t in study.trials if t.state.is_finished()]
     train_s = sum(t.user_attrs.get("train_seconds", 0) for t in finished)
-    return {"workers": n, "mps": mps, "trials": len(finished), "wall_seconds": seconds,
+    return {"gpus": gpus, "workers": n * len(gpus.split(",")), "mps": mps, "trials": len(finished), "wall_seconds": seconds,
             "trials_per_hour": len(finished) / seconds * 3600,
             "mean_trial_train_seconds": train_s / max(len(finished), 1),
             "peak_memory_gb_per_trial": max(t.user_attrs.get("peak_memory_gb", 0) for t in finished)}
+
+
+def write_results(runs: list[dict], args) -> None:
+    """Written after every setting, so a run cut short by its time limit keeps what finished."""
+    base = next(r for r in runs if r["workers"] == 1)["trials_per_hour"]
+    for r in runs:
+        r["speedup"] = r["trials_per_hour"] / base
+    import torch
+
+    meta = {"command": " ".join(["python3", *sys.argv]), "date": datetime.date.today().isoformat(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "versions": {"torch": torch.__version__}, "model": "bart-base size, random weights",
+            "batch_size": 16, "steps_per_trial": args.steps}
+    one_gpu = [r for r in runs if r["gpus"] == "0"]
+    best_at = {n: max((r["speedup"] for r in one_gpu if r["workers"] == n), default=None) for n in (2, 4)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "trials_per_gpu.json").write_text(json.dumps(
+        {"speedup_at_2": best_at[2], "speedup_at_4": best_at[4], "runs": runs, **meta}, indent=2))
+    shared = next((r for r in one_gpu if r["workers"] == 2 and not r["mps"]), None)
+    spread = next((r for r in runs if r["gpus"] != "0"), None)
+    if shared or spread:
+        (args.out / "parallel.json").write_text(json.dumps(
+            {"gpus": len(spread["gpus"].split(",")) if spread else 1, "speedup": (spread or shared)["speedup"],
+             "two_workers_one_gpu_speedup": shared["speedup"] if shared else None, "runs": runs, **meta}, indent=2))
+    print(f"{'gpus':>5} {'workers':>7} {'mps':>4} {'trials/h':>9} {'speedup':>8}")
+    for r in runs:
+        print(f"{r['gpus']:>5} {r['workers']:>7} {str(r['mps']):>4} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f}")
 
 
 def main() -> int:
@@ -85,6 +112,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--mps", action="store_true", help="also run N > 1 under CUDA MPS")
+    parser.add_argument("--multi-gpu", help="also one worker per GPU on these ids, e.g. 0,1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sumsweep-bench"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
@@ -95,35 +123,21 @@ def main() -> int:
     for n in args.workers:
         runs.append(run(n, args.trials, space, checkpoint, args.work, mps=False))
         print(json.dumps(runs[-1]), flush=True)
+        write_results(runs, args)
     if args.mps and shutil.which("nvidia-cuda-mps-control"):
         subprocess.run(["nvidia-cuda-mps-control", "-d"], check=True)
         try:
             for n in [n for n in args.workers if n > 1]:
                 runs.append(run(n, args.trials, space, checkpoint, args.work, mps=True))
                 print(json.dumps(runs[-1]), flush=True)
+        write_results(runs, args)
         finally:
             subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True)
-    base = next(r for r in runs if r["workers"] == 1)["trials_per_hour"]
-    for r in runs:
-        r["speedup"] = r["trials_per_hour"] / base
-    import torch
-
-    meta = {"command": " ".join([sys.executable, *sys.argv]), "date": datetime.date.today().isoformat(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "versions": {"torch": torch.__version__}, "model": "bart-base size, random weights",
-            "batch_size": 16, "steps_per_trial": args.steps}
-    best_at = {n: max((r["speedup"] for r in runs if r["workers"] == n), default=None) for n in (2, 4)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "trials_per_gpu.json").write_text(json.dumps(
-        {"speedup_at_2": best_at[2], "speedup_at_4": best_at[4], "runs": runs, **meta}, indent=2))
-    two = next((r for r in runs if r["workers"] == 2 and not r["mps"]), None)
-    if two:
-        (args.out / "parallel.json").write_text(json.dumps(
-            {"gpus": 1, "workers": 2, "speedup": two["speedup"], "note": "two workers sharing one H200; "
-             "one worker per GPU needs a multi-GPU machine", "runs": runs, **meta}, indent=2))
-    print(f"{'workers':>7} {'mps':>4} {'trials/h':>9} {'speedup':>8}")
-    for r in runs:
-        print(f"{r['workers']:>7} {str(r['mps']):>4} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f}")
+    if args.multi_gpu:
+        runs.append(run(1, args.trials, space, checkpoint, args.work, mps=False, gpus=args.multi_gpu))
+        print(json.dumps(runs[-1]), flush=True)
+        write_results(runs, args)
+    write_results(runs, args)
     return 0
 
 
