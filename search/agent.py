@@ -9,6 +9,7 @@ collect_results.py show sweep runs and Optuna trials together.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -53,13 +54,21 @@ def sweep_params(given: dict[str, Any], space: Space) -> dict[str, Any]:
     return params
 
 
+class StoppedBySweep(Exception):
+    pass
+
+
+def _stopped_by_sweep(signum, frame) -> None:
+    raise StoppedBySweep()
+
+
 def main(argv: list[str] | None = None) -> int:
     options, given = split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(options)
     quiet_libraries()
     space, data, name = prepare(args, None if args.space else args.family)
     params = sweep_params(given, space)
-    study = open_study(args, space, name)
+    study = open_study(args, space, name, queue_baseline=False)
     run_name = f"sweep-{os.environ.get('WANDB_RUN_ID') or uuid.uuid4().hex[:8]}"
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
     objective = Objective(space, data, Path(args.output_root), metric=args.metric, wandb=wandb)
@@ -71,8 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         return False  # W&B's own early termination stops this process from outside
 
     distributions = {p.name: p.distribution for p in space.params if p.name in params}
+    signal.signal(signal.SIGTERM, _stopped_by_sweep)
     try:
         result = objective.run(params, name, run_name, report, attrs.__setitem__)
+    except StoppedBySweep:
+        # W&B's hyperband ends a hopeless run with SIGTERM: that is what pruning means in the study.
+        study.add_trial(create_trial(params=params, distributions=distributions, state=TrialState.PRUNED,
+                                     intermediate_values=intermediate, user_attrs=attrs))
+        print(f"{run_name}: stopped by the sweep's early termination; added to study {name} as pruned")
+        return 0
     except BaseException:
         study.add_trial(create_trial(params=params, distributions=distributions, state=TrialState.FAIL,
                                      intermediate_values=intermediate, user_attrs=attrs))

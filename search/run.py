@@ -92,8 +92,12 @@ def prepare(args, family: str | None) -> tuple[Space, Data, str]:
     return space, data, name
 
 
-def open_study(args, space: Space, name: str) -> optuna.Study:
-    """Load the study, or create it with trial 0 (the space's defaults) queued first."""
+def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> optuna.Study:
+    """Load the study, or create it with trial 0 (the space's defaults) queued first.
+
+    A sweep agent passes queue_baseline=False: it never asks the study for a trial, so a queued one
+    would wait forever.
+    """
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, args.seed),
@@ -103,7 +107,8 @@ def open_study(args, space: Space, name: str) -> optuna.Study:
         study.set_user_attr("space", str(space.path))
         study.set_user_attr("metric", args.metric)
         study.set_user_attr("checkpoint", space.defaults.model.checkpoint)
-        study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
+        if queue_baseline:
+            study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
     return study
 
 

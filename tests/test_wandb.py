@@ -100,3 +100,32 @@ def test_agent_program_adds_its_run_to_the_study(offline_wandb, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "search.agent", *common, "--training.learning_rate=5"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "outside its range" in bad.stderr
+
+
+def test_agent_stopped_by_the_sweep_is_a_pruned_trial(offline_wandb, tmp_path):
+    """W&B's hyperband ends a run with SIGTERM; the study records it as pruned, with what it reported."""
+    import signal
+    import time
+
+    from models.demo import demo_assets
+
+    assets = demo_assets("t5")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    space = quick_space(tmp_path)
+    raw = yaml.safe_load(space.read_text(encoding="utf-8"))
+    raw["training"]["max_steps"] = 2000  # long enough to be stopped
+    space.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cmd = [sys.executable, "-m", "search.agent", "--space", str(space), "--storage", url, "--study", "cut",
+           "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(assets.checkpoint),
+           "--output-root", str(tmp_path / "outputs"), "--no-wandb", "--training.learning_rate=0.001"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while "step 20/" not in (line := proc.stderr.readline()):  # the step-10 report is in by then
+        assert line or proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    trial, = optuna.load_study(study_name="cut", storage=open_storage(url)).trials
+    assert trial.state == TrialState.PRUNED and 10 in trial.intermediate_values
