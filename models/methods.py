@@ -40,6 +40,10 @@ def _from_pretrained(cls, checkpoint: str, **kwargs):
             if not _hub_reachable():  # transformers would retry for about a minute before failing
                 raise
             return cls.from_pretrained(checkpoint, **kwargs)
+    except ValueError as err:  # AutoModel's "Unrecognized configuration class" for the wrong family kind
+        kind = "sequence-to-sequence" if "Seq2Seq" in cls.__name__ else "causal"
+        raise CheckpointError(f"checkpoint '{checkpoint}' is not a {kind} model ({str(err).splitlines()[0][:120]}); "
+                              "set model.architecture to the family it belongs to") from None
     except OSError as err:
         if local.is_dir():
             raise CheckpointError(f"checkpoint folder {local} cannot be loaded ({str(err).splitlines()[0]}); "
