@@ -158,7 +158,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    def evaluate(step: int) -> dict[str, float]:
+    def evaluate() -> dict[str, float]:
         started = time.perf_counter()
         unwrapped = accelerator.unwrap_model(model)
         subset = [dev_split.features[i] for i in eval_rows]
@@ -214,7 +214,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             if step % t.eval_steps == 0 or step == total_steps:
-                metrics = evaluate(step)
+                metrics = evaluate()
                 eval_seconds += metrics["eval_seconds"]
                 evals.append({"step": step, **metrics})
                 bar.set_postfix(loss=f"{loss.item():.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})

@@ -66,7 +66,6 @@ def convert_gguf(gguf_file: str | Path, out: str | Path) -> Path:
 
     gguf_file, out = Path(gguf_file), Path(out)
     folder, name = str(gguf_file.parent), gguf_file.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
                                                   quantization_config=GgufConfig(dequantize=True))
     config_dict = loaded.config.to_dict()
@@ -77,11 +76,57 @@ def convert_gguf(gguf_file: str | Path, out: str | Path) -> Path:
     model.load_state_dict(loaded.state_dict())  # strict: every weight must find its place
     model.tie_weights()
     del loaded
-    model.generation_config.do_sample = False  # GGUF files carry no sampling defaults worth keeping
+    model.generation_config.do_sample = False
+    tokenizer = _fix_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name), gguf_file, config)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def _fix_tokenizer(tokenizer, gguf_file: Path, config):
+    """Work around transformers 5.17's GGUF tokenizer conversion, which gets two things wrong here.
+
+    - Gemma: its SentencePiece-BPE vocabulary becomes a Unigram model, which splits words badly, and
+      GemmaTokenizer reloads the saved folder as BPE without merges (one token per character). Rebuilt
+      as the byte-fallback BPE Gemma uses, the merges ordered by the file's scores (its BPE ranks).
+    - Llama-type files (SmolLM2): bos and eos are swapped and eos read from bos's id. The model's
+      config reads the ids right, so the special tokens are set from it.
+    """
+    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+
+    if isinstance(tokenizer, GemmaTokenizer):
+        tokenizer = _gemma_bpe_tokenizer(gguf_file)
+    for role in ("bos", "eos", "pad", "unk"):
+        token_id = getattr(config, f"{role}_token_id", None)
+        if isinstance(token_id, int):
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
+    tokenizer.clean_up_tokenization_spaces = False  # it would strip spaces before punctuation
+    return tokenizer
+
+
+def _gemma_bpe_tokenizer(gguf_file: Path):
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import generate_merges
+    from transformers.integrations.gguf import read_gguf_metadata
+    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+
+    meta, _ = read_gguf_metadata(str(gguf_file), ("tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                                                  "tokenizer.ggml.token_type"))
+    tokens, scores, types = (meta[f"tokenizer.ggml.{k}"] for k in ("tokens", "scores", "token_type"))
+    NORMAL, CONTROL, USER = 1, 3, 4  # llama.cpp's token types; 6 is a byte-fallback <0xNN>
+    vocab = {token: i for i, token in enumerate(tokens)}
+    merges = generate_merges(vocab, [(t, s) for t, s, k in zip(tokens, scores, types) if k == NORMAL],
+                             skip_tokens=[t for t, k in zip(tokens, types) if k != NORMAL])
+    role = lambda key: tokens[meta[f"tokenizer.ggml.{key}_token_id"]]  # noqa: E731
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=merges, bos_token=role("bos"), eos_token=role("eos"),
+                               pad_token=role("padding"), unk_token=role("unknown"),
+                               add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+                               add_eos_token=False)
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=True)
+                          for t, k in zip(tokens, types) if k == CONTROL], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t, k in zip(tokens, types) if k == USER])
+    return tokenizer
 
 
 def holds_model(folder: Path) -> bool:

@@ -34,7 +34,11 @@ class WandbRuns:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=self.project, group=self.group, name=name, config=config, mode=self.mode,
                               dir=str(self.folder), reinit="finish_previous",
-                              settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+                              # No git scan, code snapshot or system sampling: a run per trial must start in a
+                              # second, and `git describe --dirty` over a large work tree takes many.
+                              settings=wandb.Settings(console="off", silent=True, x_disable_stats=True,
+                                                      disable_git=True, disable_code=True,
+                                                      disable_job_creation=True))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is not None:
