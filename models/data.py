@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -108,9 +109,12 @@ def _tokenize_causal(dialogues, summaries, tokenizer, family, max_source, max_ta
     conclusion, and the separator must stay so the model knows where the summary starts.
     """
     sep = tokenizer(family.separator, add_special_tokens=False)["input_ids"]
+    # Llama-style models (Gemma, SmolLM...) were trained with <bos> first and do far worse without
+    # it; GPT-2's tokenizer adds none.
+    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
     bodies = tokenizer(dialogues, add_special_tokens=False)["input_ids"]
-    keep = max(max_source - len(sep), 0)
-    prompts = [body[len(body) - keep:] + sep for body in bodies]
+    keep = max(max_source - len(sep) - len(bos), 0)
+    prompts = [bos + body[len(body) - keep:] + sep for body in bodies]
     if summaries is None:
         return [{"prompt_ids": p} for p in prompts]
     eos = [tokenizer.eos_token_id]
@@ -123,6 +127,11 @@ def _tokenize_causal(dialogues, summaries, tokenizer, family, max_source, max_ta
     return features
 
 
+def _adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts every text with <bos> by itself, as Llama-style ones do."""
+    return tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SUMSWEEP_CACHE", Path.home() / ".cache" / "sumsweep"))
 
@@ -130,9 +139,13 @@ def default_cache_dir() -> Path:
 def _cache_key(path: Path, tokenizer, family: Family, max_source: int, max_target: int, labelled: bool) -> str:
     digest = hashlib.sha256()
     digest.update(path.read_bytes())
-    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    for transient in ("truncation", "padding"):  # set by each call, not part of what the tokenizer is
+        spec.pop(transient, None)
+    digest.update(json.dumps(spec, sort_keys=True).encode())
     digest.update(repr((family.kind, family.prefix, family.separator, max_source, max_target, labelled,
-                        tokenizer.eos_token_id, tokenizer.pad_token_id)).encode())
+                        tokenizer.eos_token_id, tokenizer.pad_token_id,
+                        _adds_bos(tokenizer))).encode())
     return digest.hexdigest()[:32]
 
 

