@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -33,10 +34,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        # Trials cost minutes, so TPE starts modelling after 5 random ones (its default waits for 10);
+        # multivariate + group model the parameters jointly and handle the LoRA-only ones.
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
