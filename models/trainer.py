@@ -229,6 +229,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                     best_value, best_step = metrics[t.metric], step
                     if accelerator.is_main_process:
                         save_checkpoint(accelerator.unwrap_model(model), tokenizer, config, best_dir)
+                    accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ early
                 if report is not None and report(step, {k: v for k, v in metrics.items() if k != "eval_seconds"}):
                     stopped = True
             if step >= total_steps or stopped:
