@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -130,14 +129,13 @@ def main() -> int:
             for n in [n for n in args.workers if n > 1]:
                 runs.append(run(n, args.trials, space, checkpoint, args.work, mps=True))
                 print(json.dumps(runs[-1]), flush=True)
-        write_results(runs, args)
+                write_results(runs, args)
         finally:
             subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True)
     if args.multi_gpu:
         runs.append(run(1, args.trials, space, checkpoint, args.work, mps=False, gpus=args.multi_gpu))
         print(json.dumps(runs[-1]), flush=True)
         write_results(runs, args)
-    write_results(runs, args)
     return 0
 
 

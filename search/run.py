@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 study = run_study(args, space, data, name)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: the running trial is recorded as failed; run the same command to go on",
+            print("\ninterrupted: the running trial is recorded as failed; run the same command to go on",
                   file=sys.stderr)
             return 130
         report = write_report(study, Path(args.output_root) / name)

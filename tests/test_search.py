@@ -11,7 +11,7 @@ from models.trainer import Result
 from search.run import build_parser, main, run_study
 from search.space import SPACES_DIR, Space
 from search.objective import Data
-from search.storage import open_storage, study_names
+from search.storage import open_storage
 
 
 def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):
