@@ -9,7 +9,7 @@ import torch
 from models.config import TrainConfig
 from models.data import collate
 from models.families import Family, get_family
-from models.methods import CheckpointError, _from_pretrained, load_tokenizer
+from models.methods import CheckpointError, load_pretrained, load_tokenizer
 
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
 
@@ -60,9 +60,9 @@ def load_checkpoint(folder: str | Path, device: torch.device):
 
         auto = AutoPeftModelForCausalLM if family.is_causal else AutoPeftModelForSeq2SeqLM
         # The adapter is merged into full-precision base weights: generation needs no peft after this.
-        model = _from_pretrained(auto, str(folder)).merge_and_unload()
+        model = load_pretrained(auto, str(folder)).merge_and_unload()
     else:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        model = _from_pretrained(AutoModelForCausalLM if family.is_causal else AutoModelForSeq2SeqLM, str(folder))
+        model = load_pretrained(AutoModelForCausalLM if family.is_causal else AutoModelForSeq2SeqLM, str(folder))
     return model.to(device).eval(), load_tokenizer(str(folder)), family, config

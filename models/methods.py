@@ -22,13 +22,13 @@ class CheckpointError(ValueError):
 
 
 def load_tokenizer(checkpoint: str):
-    tokenizer = _from_pretrained(AutoTokenizer, checkpoint)
+    tokenizer = load_pretrained(AutoTokenizer, checkpoint)
     if tokenizer.pad_token is None:  # GPT-2 ships no pad token; padded positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def _from_pretrained(cls, checkpoint: str, **kwargs):
+def load_pretrained(cls, checkpoint: str, **kwargs):
     """A local folder, the local hub cache, or the hub; an unreachable hub fails in seconds, not minutes."""
     local = Path(checkpoint).expanduser()
     try:
@@ -100,7 +100,7 @@ def build_model(config: TrainConfig, family: Family, device: torch.device, compu
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype)
         kwargs["device_map"] = {"": device}  # 4-bit weights are placed at load and never moved
-    model = _from_pretrained(auto, checkpoint, **kwargs)
+    model = load_pretrained(auto, checkpoint, **kwargs)
     if method == "full":
         if config.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

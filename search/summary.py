@@ -17,7 +17,7 @@ PLOTS = {
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
