@@ -1,10 +1,14 @@
 """One trial: parameters -> TrainConfig -> models.trainer.train, with its story told to the study and W&B.
 
 Two drivers share `Objective.run`: an Optuna trial (`__call__`, which can prune) and a W&B sweep
-agent (`search.agent`, whose result is added to the study afterwards).
+agent (`search.agent`, whose result is added to the study afterwards). Under `accelerate launch`
+(--gpus-per-trial) rank 0 is the Optuna trial and shares its parameters and every prune decision;
+the other ranks `follow` it, so all train the same config and stop at the same step.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -15,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from models.config import TrainConfig
+from models.distributed import rank, share, wait_for_everyone, world_size
 from models.trainer import Report, Result, train
 from search.sinks import WandbRuns
 from search.space import Space
@@ -37,15 +42,27 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
+        study, name = trial.study.study_name, f"trial-{trial.number:04d}"
+        share((params, study, name))  # the other ranks' `follow` trains it too
 
         def report(step: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics[self.metric], step)
-            return trial.should_prune()
+            return share(trial.should_prune())  # every rank stops at the same step
 
-        result = self.run(params, trial.study.study_name, f"trial-{trial.number:04d}", report, trial.set_user_attr)
+        result = self.run(params, study, name, report, trial.set_user_attr)
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         return result.metrics[self.metric]
+
+    def follow(self) -> None:
+        """A rank other than 0: train each trial rank 0 shares, until it shares None (its study is over).
+
+        Only rank 0 talks to the study and W&B; ranks that asked the study themselves would each
+        train a different trial.
+        """
+        while (shared := share()) is not None:
+            params, study, name = shared
+            self.run(params, study, name, report=lambda step, metrics: share(), record=lambda key, value: None)
 
     def run(self, params: dict[str, Any], study: str, name: str, report: Report, record: Record) -> Result:
         """Train one parameter set; `name` (trial-0007, sweep-RUNID) names its folder and W&B run."""
@@ -53,6 +70,10 @@ class Objective:
         record("config", config.to_flat())
         record("method", config.method)
         record("worker", os.environ.get("SUMSWEEP_WORKER", "main"))  # set by search.workers for each slot
+        record("ranks", world_size())  # processes training this one trial (--gpus-per-trial)
+        if world_size() > 1:  # each rank says what it trains: one digest per trial, or the ranks disagree
+            print(f"{name}: rank {rank()} of {world_size()} trains config {config_digest(config.to_flat())}",
+                  flush=True)
         if self.wandb:
             self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
 
@@ -70,9 +91,11 @@ class Objective:
             if self.wandb:
                 self.wandb.finish("failed", {})
             raise
+        wait_for_everyone()  # rank 0 may delete this trial's checkpoint next: no rank may still be scoring it
         for key, value in result.metrics.items():
             record(key, value)
-        for key in ("train_seconds", "eval_seconds", "peak_memory_gb", "steps", "checkpoint", "oom_retries"):
+        for key in ("train_seconds", "eval_seconds", "peak_memory_gb", "steps", "checkpoint", "oom_retries",
+                    "samples_per_second", "setup_seconds", "first_step_seconds", "compiled"):
             record(key, getattr(result, key))
         if self.wandb:
             self.wandb.finish("pruned" if result.stopped_early else "complete",
@@ -82,6 +105,11 @@ class Objective:
 
     def config(self, params: dict[str, Any]) -> TrainConfig:
         return self.space.config({**params, "training.metric": self.metric})
+
+
+def config_digest(flat: dict[str, Any]) -> str:
+    """A short fingerprint of a flat config (a trial's `config` attribute)."""
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def keep_best_checkpoint(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:

@@ -18,6 +18,7 @@ from models.cli import quiet_libraries, run_cli
 from models.config import ConfigError
 from models.data import read_rows
 from models.demo import DEMO_OVERRIDES, demo_assets
+from models.distributed import leave, rank, share, world_size
 from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
@@ -151,7 +152,10 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
 
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
     objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
-    study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=(Exception,),
+    # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
+    # that no message reaches, and the launcher ends them when rank 0 exits with an error.
+    catch = (Exception,) if world_size() == 1 else ()
+    study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=catch,
                    callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
                               keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
                               progress])
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-wandb", action="store_true", help="no W&B runs")
     parser.add_argument("--gpus", help="one worker per GPU on the same study, e.g. 0,1,2,3")
     parser.add_argument("--trials-per-gpu", type=int, default=1, help="workers sharing each GPU (with --gpus)")
+    parser.add_argument("--gpus-per-trial", type=int, default=1,
+                        help="GPUs per worker, one trial data-parallel over them under accelerate launch (with --gpus)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
@@ -195,10 +201,11 @@ def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
     """This command for one worker: one family's space and study, without the worker options."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "family", "space", "study", "worker")
     out = []
     for action in parser._actions:
         value = args.get(action.dest)
-        if action.dest in ("help", "gpus", "trials_per_gpu", "family", "space", "study", "worker") or value is None:
+        if action.dest in skip or value is None:
             continue
         flag = action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
@@ -206,6 +213,21 @@ def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
         else:
             out += [flag, str(value)]
     return out + ["--space", str(space.path), "--study", study]
+
+
+def check_gpus_per_trial(gpus: list[str], per_trial: int, per_gpu: int) -> None:
+    if per_trial < 1:
+        raise ConfigError(f"--gpus-per-trial {per_trial} gives a trial no GPU; use 1 or more")
+    if per_trial == 1:
+        return
+    if not gpus:
+        raise ConfigError(f"--gpus-per-trial {per_trial} needs --gpus, e.g. --gpus 0,1,2,3")
+    if len(gpus) % per_trial:
+        raise ConfigError(f"--gpus {','.join(gpus)} cannot be split into groups of --gpus-per-trial {per_trial}; "
+                          f"give a multiple of {per_trial} GPUs")
+    if per_gpu > 1:
+        raise ConfigError(f"--trials-per-gpu {per_gpu} and --gpus-per-trial {per_trial} do not mix: "
+                          "a trial over several GPUs has them to itself")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,23 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     check_url(args.storage)
     if args.space and "," in args.family:
         raise ConfigError("--space takes one family's file; run one --family with it")
+    gpus = args.gpus.split(",") if args.gpus else []
+    check_gpus_per_trial(gpus, args.gpus_per_trial, args.trials_per_gpu)
     quiet_libraries()
 
     families = [None] if args.space else parse_families(args.family)
     prepared = [prepare(args, family) for family in families]  # every family's input checked before any study
+    if rank() > 0:  # one of a worker's processes under accelerate launch: it trains what rank 0 shares
+        for space, data, _ in prepared:
+            Objective(space, data, Path(args.output_root), metric=args.metric).follow()
+        leave()
+        return 0
     for space, data, name in prepared:
         try:
-            if args.worker:
-                run_study(args, space, data, name)
-                continue
-            if args.gpus:
+            if gpus:
                 open_study(args, space, name)  # created once here, so trial 0 is queued once
-                code = run_workers(worker_argv(argv, space, name), args.gpus.split(","), args.trials_per_gpu)
+                code = run_workers(worker_argv(argv, space, name), gpus, args.trials_per_gpu, args.gpus_per_trial)
                 if code:
                     return code
                 study = open_study(args, space, name)
             else:
                 study = run_study(args, space, data, name)
+                share(None)  # the study is over: the other ranks stop following
+            if args.worker:
+                continue
         except KeyboardInterrupt:
             print("\ninterrupted: the running trial is recorded as failed; run the same command to go on",
                   file=sys.stderr)
@@ -240,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         report = write_report(study, Path(args.output_root) / name)
         print("\n".join(best_lines(study)))
         print(f"report: {report}/summary.txt")
+    leave()
     if args.storage.startswith("sqlite:///"):
         print(f"look at it: optuna-dashboard {args.storage}")
     return 0

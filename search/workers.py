@@ -1,30 +1,63 @@
-"""Several trials at once on one study: one worker process per GPU slot.
+"""Several trials at once on one study: one worker process per GPU slot, or per group of GPUs.
 
 Each worker is `python -m search.run` itself, with CUDA_VISIBLE_DEVICES set to its GPU; the study
-in the storage is what they share (create it first, so trial 0 is queued exactly once). Their
-lines are shown together, prefixed by the slot; Ctrl-C reaches every worker, and each records its
-running trial as failed before it exits.
+in the storage is what they share (create it first, so trial 0 is queued exactly once). With
+--gpus-per-trial N, each group of N GPUs gets one worker started by `accelerate launch` with N
+processes, which train each trial together (data parallel; see models.distributed). Their lines
+are shown together, prefixed by the slot; Ctrl-C reaches every worker (accelerate's launcher
+passes it on to its processes), and each records its running trial as failed before it exits.
 """
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 
 
-def slots(gpus: list[str], per_gpu: int) -> list[tuple[str, str]]:
-    """(slot name, CUDA_VISIBLE_DEVICES) for every worker: per_gpu workers share each GPU."""
+def slots(gpus: list[str], per_gpu: int, per_trial: int = 1) -> list[tuple[str, str]]:
+    """(slot name, CUDA_VISIBLE_DEVICES) for every worker: per_gpu workers share each GPU, or per_trial GPUs
+    make one worker."""
+    if per_trial > 1:
+        groups = [",".join(gpus[i:i + per_trial]) for i in range(0, len(gpus), per_trial)]
+        return [(f"gpus {group}", group) for group in groups]
     return [(f"gpu {gpu}" + (f".{k}" if per_gpu > 1 else ""), gpu) for gpu in gpus for k in range(per_gpu)]
 
 
-def run_workers(argv: list[str], gpus: list[str], per_gpu: int) -> int:
+def worker_command(argv: list[str], per_trial: int, port: int) -> list[str]:
+    run = ["-m", "search.run", *argv, "--worker"]
+    if per_trial == 1:
+        return [sys.executable, *run]
+    # --multi_gpu is accelerate's torchrun launcher, also on a machine without CUDA (models.distributed then
+    # joins the processes over gloo; --cpu would start one process). --gpu_ids all: CUDA_VISIBLE_DEVICES
+    # names the group, and must win over a gpu_ids in the user's accelerate config. The trainer picks its
+    # own precision; the last flags only silence accelerate's warning about their defaults.
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(per_trial),
+            "--main_process_port", str(port), "--gpu_ids", "all", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", *run]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free now and distinct from each other: one rendezvous port per accelerate launch."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:  # all held open together, so the system hands out `count` different ports
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1) -> int:
     procs: list[subprocess.Popen] = []
     printers = []
-    for name, gpu in slots(gpus, per_gpu):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "SUMSWEEP_WORKER": name, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "search.run", *argv, "--worker"], env=env, text=True,
+    workers = slots(gpus, per_gpu, per_trial)
+    for (name, devices), port in zip(workers, free_ports(len(workers))):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": devices, "SUMSWEEP_WORKER": name, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         printers.append(threading.Thread(target=_prefix_lines, args=(proc, name), daemon=True))
