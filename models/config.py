@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 METHODS = ("full", "lora", "qlora", "unsloth")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE = ("auto", "always", "never")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    compile: str = "auto"  # torch.compile the repeated blocks; auto: where it pays (models/compiling.py)
     max_source_length: int = 512
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training
@@ -146,6 +148,7 @@ class TrainConfig:
             (self.model.architecture in FAMILIES, "model.architecture", f"use one of {', '.join(FAMILIES)}"),
             (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
             (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
+            (t.compile in COMPILE, "training.compile", f"use one of {', '.join(COMPILE)}"),
             (t.metric in ("rouge1", "rouge2", "rougeL", "mean"), "training.metric", "use rouge1, rouge2, rougeL or mean"),
             (t.rouge_tokenize in ("morpheme", "whitespace"), "training.rouge_tokenize", "use morpheme or whitespace"),
             (t.batch_size >= 1, "training.batch_size", "use 1 or more"),

@@ -1,13 +1,17 @@
 """The real recipe on every family's tiny checkpoint: the loss falls and ROUGE rises above the untrained model's."""
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from safetensors import safe_open
 
+from models.compiling import MIN_BATCHES, should_compile
 from models.data import load_split
 from models.families import get_family
 from models.generate import generate
 from models.methods import build_model
 from models.metrics import rouge
-from models.trainer import train
+from models.trainer import full_precision, train
 
 from conftest import FAMILIES
 
@@ -56,3 +60,51 @@ def test_lora_and_qlora_train(family, method, tiny_config, tmp_path):
     result = train(config, assets.train, assets.dev, tmp_path, progress=False)
     assert result.evals[-1]["eval_loss"] < result.evals[0]["eval_loss"]
     assert (tmp_path / "best" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bart"])  # the whole model; BART's blocks (models/compiling.py)
+def test_compiled_training_learns_as_eager_does_and_saves_the_same_checkpoint(family, tiny_config, tmp_path):
+    runs = {}
+    for mode in ("never", "always"):
+        config, assets = tiny_config(family, training__compile=mode)
+        runs[mode] = train(config, assets.train, assets.dev, tmp_path / mode, progress=False)
+    eager, compiled = runs["never"], runs["always"]
+    assert compiled.compiled and not eager.compiled
+    assert compiled.evals[-1]["eval_loss"] < compiled.evals[0]["eval_loss"]
+    # Dropout draws differ under inductor, so the runs are close, not equal.
+    assert compiled.evals[-1]["eval_loss"] == pytest.approx(eager.evals[-1]["eval_loss"], rel=0.05)
+    assert compiled.samples_per_second > 0 and compiled.first_step_seconds > 0
+    with safe_open(tmp_path / "always" / "best" / "model.safetensors", "pt") as saved, \
+            safe_open(tmp_path / "never" / "best" / "model.safetensors", "pt") as reference:
+        assert set(saved.keys()) == set(reference.keys())  # no `_orig_mod.` prefixes
+
+
+def test_compile_auto_is_for_long_full_fine_tuning_on_a_gpu(tiny_config):
+    config, _ = tiny_config("t5")
+    gpu, cpu, long = torch.device("cuda"), torch.device("cpu"), MIN_BATCHES
+    assert should_compile(config, gpu, long)
+    assert not should_compile(config, cpu, long)
+    assert not should_compile(config, gpu, long - 1)
+    assert not should_compile(config.override({"method": "lora"}), gpu, long)
+    assert not should_compile(config.override({"training.gradient_checkpointing": True}), gpu, long)
+    assert not should_compile(tiny_config("bart")[0], gpu, long)
+    assert should_compile(config.override({"training.compile": "always"}), cpu, 1)
+    assert not should_compile(config.override({"training.compile": "never"}), gpu, long)
+
+
+def test_generation_runs_without_the_mixed_precision_wrapper(tiny_config):
+    config, _ = tiny_config("t5")
+    family = get_family("t5")
+    model, _, _ = build_model(config, family, torch.device("cpu"), torch.float32)
+    ids = torch.randint(5, 100, (2, 12))
+    inputs = {"input_ids": ids, "decoder_input_ids": ids[:, :4], "use_cache": False}
+    model.eval()
+    AcceleratorState._reset_state(True)  # the process-wide state the other tests' trainers set up
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        model = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
+        assert not torch.equal(model(**inputs).logits, plain)  # the wrapper autocasts to bf16
+        with full_precision(model):
+            assert torch.equal(model(**inputs).logits, plain)
+        assert not torch.equal(model(**inputs).logits, plain)  # and is back afterwards
+    AcceleratorState._reset_state(True)
