@@ -396,8 +396,14 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def stamp(body: dict) -> dict:
+    """A result with what made it: the command, versions, date and device."""
+    return {**body, "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": device_name()}
+
+
 def document(args, body: dict) -> dict:
-    return {**body, "settings": {"batch": args.batch, "source": args.source, "target": args.target,
+    return stamp({**body, "settings": {"batch": args.batch, "source": args.source, "target": args.target,
                                  "causal_joined": args.source + args.target, "warmup": args.warmup,
                                  "steps": args.steps, "fixed_batches": args.batches, "tiny": args.tiny,
                                  "precision": "bf16 autocast", "optimizer": "AdamW (fused on CUDA)", "lr": LR,
@@ -405,10 +411,7 @@ def document(args, body: dict) -> dict:
                                  "e2e": {"max_steps": args.e2e_steps, "eval_steps": args.e2e_eval_steps,
                                          "learning_rate": 1e-3, "rouge_tokenize": "whitespace",
                                          "eval_subset": 4 if args.tiny else 100,
-                                         "checkpoint": "the family's tiny demo checkpoint"}},
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "versions": versions(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": device_name()}
+                                         "checkpoint": "the family's tiny demo checkpoint"}}})
 
 
 def write_json(path: Path, data: dict) -> None:
