@@ -32,6 +32,7 @@ from transformers import get_scheduler
 from models.compiling import compile_model, should_compile
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, Split, collate, load_split
+from models.distributed import world_size
 from models.families import Family, get_family
 from models.generate import generate, load_checkpoint, save_checkpoint
 from models.methods import build_model
@@ -113,6 +114,9 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
             return result
         release_memory()  # only now: the failed attempt's frames lived as long as its exception
         t = config.training
+        if world_size() > 1:  # the other processes are inside a collective and cannot follow a retry
+            raise OutOfMemory(f"out of memory in one of {world_size()} processes of a data-parallel trial ({reason}); "
+                              "it is not retried with a smaller batch there: lower training.batch_size")
         if t.batch_size == 1:
             raise OutOfMemory(f"out of memory at per-device batch 1 after {len(retries)} retries ({reason}); "
                               "use a smaller model, QLoRA, gradient checkpointing or shorter max lengths")

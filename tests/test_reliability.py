@@ -48,6 +48,21 @@ def test_out_of_memory_at_batch_1_fails_with_the_reason(tiny_config, tmp_path, m
         trainer.train(config, assets.train, assets.dev, tmp_path, progress=False)
 
 
+def test_out_of_memory_in_a_data_parallel_trial_fails_without_a_retry(tiny_config, tmp_path, monkeypatch):
+    config, assets = tiny_config("t5", training__batch_size=8)
+    attempts = []
+
+    def out_of_memory(config, *args):
+        attempts.append(config.training.batch_size)
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(trainer, "_train_once", out_of_memory)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch sets it for --gpus-per-trial 2
+    with pytest.raises(trainer.OutOfMemory, match="one of 2 processes.*lower training.batch_size"):
+        trainer.train(config, assets.train, assets.dev, tmp_path, progress=False)
+    assert attempts == [8]
+
+
 def test_memory_does_not_grow_across_trials(tiny_config, tmp_path):
     """HF's search leaked a model per trial until trial N ran out; ours must release each one."""
     config, assets = tiny_config("bart", training__max_steps=4, training__eval_steps=2, training__eval_subset=4)
