@@ -123,7 +123,8 @@ def test_ctrl_c_leaves_no_running_trial_and_the_rerun_goes_on(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     cmd = [sys.executable, "-m", "search.run", "--space", str(quick_space(tmp_path)), "--trials", "2",
            "--storage", url, "--study", "ctrlc", "--train-data", str(assets.train), "--val-data", str(assets.dev),
-           "--checkpoint", str(assets.checkpoint), "--output-root", str(tmp_path / "outputs")]
+           "--checkpoint", str(assets.checkpoint), "--output-root", str(tmp_path / "outputs"),
+           "--no-wandb"]  # this is about the study; W&B's own shutdown once ended such a run by SIGINT (-2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -132,7 +133,7 @@ def test_ctrl_c_leaves_no_running_trial_and_the_rerun_goes_on(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "run the same command to go on" in err
+    assert proc.returncode == 130 and "run the same command to go on" in err, err
 
     study = optuna.load_study(study_name="ctrlc", storage=open_storage(url))
     assert [t.state for t in study.trials] == [TrialState.FAIL]
