@@ -2,12 +2,11 @@
 
 A whole-model graph cuts the per-step Python and kernel launches, which is what bounds a base-sized
 model's step on an H200 (profiled at bart-base size, the GPU was busy for about a fifth of an eager
-run's wall time). BART's LayerDrop
-check breaks a whole-model graph at every layer, so there every block of each stack is compiled in
-place instead: they share one graph, and the Python between them stays eager. State-dict keys do
-not change either way, so checkpoints save as usual. Generation must run eager
-(`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile a graph
-for every cache length.
+run's wall time). BART's LayerDrop check breaks a whole-model graph at every layer, so there every
+block of each stack is compiled in place instead: they share one graph, and the Python between them
+stays eager. State-dict keys do not change either way, so checkpoints save as usual. Generation must
+run eager (`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile a
+graph for every cache length.
 """
 from __future__ import annotations
 

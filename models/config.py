@@ -48,7 +48,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
-    compile: str = "auto"  # torch.compile the repeated blocks; auto: where it pays (models/compiling.py)
+    compile: str = "auto"  # torch.compile the model; auto: where it pays (models/compiling.py)
     max_source_length: int = 512
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training

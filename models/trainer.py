@@ -224,7 +224,8 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     best_dir = output_dir / "best"
     best_value, best_step, step, evals, stopped = -math.inf, 0, 0, [], False
     # Throughput is measured from `steady_from` on, once compiling (if any) is done.
-    steady_from, window, samples, first_step_seconds = min(total_steps, max(3, total_steps // 10)), None, 0, 0.0
+    steady_from = min(total_steps, max(3, total_steps // 10))
+    window, samples, first_step_seconds = None, 0, 0.0  # window: (clock, eval_seconds) when it opened
     eval_seconds, started = 0.0, time.perf_counter()
     setup_seconds = started - setup_started
     label = label or model_name(config.model.checkpoint)
@@ -255,17 +256,18 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 window = (time.perf_counter(), eval_seconds)
             evaluating = step % t.eval_steps == 0 or step == total_steps
             if step % LOG_EVERY == 0 or evaluating:
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                loss_value = loss.item()
+                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if writer:
-                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             if evaluating:
                 metrics = evaluate()
                 eval_seconds += metrics["eval_seconds"]
                 evals.append({"step": step, **metrics})
-                bar.set_postfix(loss=f"{loss.item():.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})
+                bar.set_postfix(loss=f"{loss_value:.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})
                 if progress and accelerator.is_main_process:
-                    tqdm.write(f"{label}  step {step}/{total_steps}  loss {loss.item():.3f}  "
+                    tqdm.write(f"{label}  step {step}/{total_steps}  loss {loss_value:.3f}  "
                                f"eval_loss {metrics['eval_loss']:.3f}  {t.metric} {metrics[t.metric]:.4f}  "
                                f"(eval {metrics['eval_seconds']:.1f}s)", file=sys.stderr)
                 if writer:
