@@ -60,8 +60,11 @@ def datasets(work: Path, rows: int) -> dict[str, tuple[Path, Path]]:
     assets = demo_assets("t5")
     fixed = write_fixed_csv(work / "fixed.csv", rows)
     dev = work / "dev16.csv"
-    with assets.dev.open(encoding="utf-8") as f:
-        dev.write_text("".join(f.readlines()[:17]), encoding="utf-8")
+    with dev.open("w", newline="", encoding="utf-8") as f:  # csv, not lines: dialogues span several lines
+        out = csv.writer(f)
+        out.writerow(["fname", "dialogue", "summary"])
+        rows = read_rows(assets.dev, need_summary=True)[0][:16]
+        out.writerows([r["fname"], r["dialogue"], r["summary"]] for r in rows)
     return {"fixed": (fixed, dev), "demo": (assets.train, dev)}
 
 
