@@ -127,7 +127,7 @@ def bench_one(family: str, variant: str, checkpoint: Path, args, device: torch.d
     from models.config import TrainConfig
     from models.families import get_family
     from models.methods import build_model
-    from models.trainer import token_loss
+    from models.trainer import forward_loss
 
     method, ckpt = VARIANTS[variant]
     fam = get_family(family)
@@ -160,11 +160,8 @@ def bench_one(family: str, variant: str, checkpoint: Path, args, device: torch.d
     total = sum(p.numel() for p in model.parameters())
 
     def step(b) -> torch.Tensor:
-        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "use_cache": False}
-        if "decoder_input_ids" in b:
-            inputs["decoder_input_ids"] = b["decoder_input_ids"]
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = token_loss(model(**inputs).logits, b["labels"], fam.is_causal, 0.0)
+            loss = forward_loss(model, b, fam.is_causal, 0.0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

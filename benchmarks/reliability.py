@@ -556,7 +556,7 @@ def part_eval(args, device: torch.device, s: dict, publish) -> dict:
     from models.generate import generate
     from models.methods import load_pretrained, load_tokenizer
     from models.metrics import rouge
-    from models.trainer import precision_for, token_loss
+    from models.trainer import forward_loss, precision_for
 
     cuda = device.type == "cuda"
     work = Path(args.workdir)
@@ -611,10 +611,8 @@ def part_eval(args, device: torch.device, s: dict, publish) -> dict:
             for start in range(0, len(features), s["eval_batch"]):
                 batch = {k: v.to(device) for k, v in collate(features[start: start + s["eval_batch"]],
                                                              tokenizer.pad_token_id).items()}
-                dec = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                               decoder_input_ids=dec, use_cache=False).logits
-                token_loss(logits, batch["labels"], False, 0.0).item()
+                batch["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+                forward_loss(model, batch, False, 0.0).item()
         sync(cuda)
         loss_s = time.perf_counter() - t0
         for beams in (1, 4):

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="fixed,demo", help="fixed (full lengths), demo (varied lengths)")
     parser.add_argument("--ours", default="always,never", help="training.compile settings to run for ours")
     parser.add_argument("--no-hf", action="store_true", help="ours only (e.g. a second process, to time the cache)")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="HF steps left out of samples/s")
     parser.add_argument("--tiny", action="store_true", help="tiny models, for a CPU smoke run")
     parser.add_argument("--out", required=True)

@@ -1,28 +1,30 @@
-"""torch.compile where it pays: the whole model, or its repeated blocks where the whole breaks.
+"""torch.compile where it pays: the training forward and its loss, as one graph.
 
-A whole-model graph cuts the per-step Python and kernel launches, which is what bounds a base-sized
+A whole-step graph cuts the per-step Python and kernel launches, which is what bounds a base-sized
 model's step on an H200 (profiled at bart-base size, the GPU was busy for about a fifth of an eager
-run's wall time). BART's LayerDrop check breaks a whole-model graph at every layer, so there every
-block of each stack is compiled in place instead: they share one graph, and the Python between them
-stays eager. State-dict keys do not change either way, so checkpoints save as usual. Generation must
-run eager (`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile a
+run's wall time), and the loss fuses into it, so no fp32 copy of the logits is ever made. BART's
+LayerDrop check would break that graph at every layer: `without_layerdrop` takes it out where it
+decides nothing. State-dict keys do not change, so checkpoints save as usual. Generation must run
+eager (`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile a
 graph for every cache length.
 """
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.config import TrainConfig
-from models.families import Family
 
-# On an H200 (benchmarks/trainer_vs_hf.py, batch 16, 512 + 128 tokens) compiling took 86 s at
-# t5-base size and 53 s at gpt2 size, and saved 0.07 s and 0.035 s a step: it pays after about
-# 1,200 and 1,500 batches. BART gained nothing measurable from its compiled blocks (258 against
-# 243 samples/s, within run-to-run spread), so auto leaves it eager.
-MIN_BATCHES = 2000
-# Families whose layer loop holds a data-dependent branch (LayerDrop's `torch.rand([]) < p`).
-LAYER_LOOP_BREAKS = ("bart",)
+# On an H200 (benchmarks/trainer_vs_hf.py, batch 16), with every row at 512 + 128 tokens, compiling
+# took 90 s at t5-base size, 29 s at gpt2 size and 55 s at bart-base size, and saved 0.079, 0.024 and
+# 0.010 s a batch: it paid after about 1,100, 1,200 and 5,600 batches. On the demo's varied lengths
+# the gpt2-sized graph was traced 4 times (215 s in all; the alignment guards behind two of them
+# are now kept true by padding lengths to multiples of 8), and a trial of 100 batches ran at a
+# seventh of its eager speed. Auto therefore waits for long trials.
+MIN_BATCHES = 10_000
 
 
 def should_compile(config: TrainConfig, device: torch.device, batches: int) -> bool:
@@ -35,23 +37,27 @@ def should_compile(config: TrainConfig, device: torch.device, batches: int) -> b
     if mode != "auto":
         return mode == "always"
     return (device.type == "cuda" and config.method == "full" and not config.training.gradient_checkpointing
-            and config.model.architecture not in LAYER_LOOP_BREAKS and batches >= MIN_BATCHES)
+            and batches >= MIN_BATCHES)
 
 
-def compile_model(model: nn.Module, family: Family) -> None:
-    if family.name in LAYER_LOOP_BREAKS:
-        compile_blocks(model)
-    else:
-        model.compile()
+def without_layerdrop(model: nn.Module) -> None:
+    """Take BART's LayerDrop draw out of training where its probability is 0.
+
+    In train mode each BART stack draws `torch.rand([]) < layerdrop` before every layer, even at
+    layerdrop 0: a data-dependent branch, so a graph break per layer. Such a stack is kept in eval
+    mode (its layers, and everything else, still train), which skips the draw; the one other thing
+    its train mode did, dropout after the embeddings' layer norm, is done by a hook on that norm.
+    """
+    for stack in model.modules():
+        if getattr(stack, "layerdrop", None) == 0 and isinstance(getattr(stack, "layernorm_embedding", None),
+                                                                  nn.LayerNorm):
+            stack.layernorm_embedding.register_forward_hook(
+                lambda norm, _, out, p=stack.dropout: F.dropout(out, p=p, training=norm.training))
+            stack.train = types.MethodType(_train_children_only, stack)
+            stack.train(stack.layernorm_embedding.training)
 
 
-def compile_blocks(model: nn.Module) -> None:
-    """Compile, in place, every block of every stack of identical blocks."""
-    compiled: list[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in compiled):
-            continue  # inside a block already compiled
-        if isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(m) for m in module}) == 1:
-            for index, block in enumerate(module):
-                block.compile()
-                compiled.append(f"{name}.{index}")
+def _train_children_only(stack: nn.Module, mode: bool = True) -> nn.Module:
+    nn.Module.train(stack, mode)
+    stack.training = False
+    return stack

@@ -149,18 +149,20 @@ def _cache_key(path: Path, tokenizer, family: Family, max_source: int, max_targe
     return digest.hexdigest()[:32]
 
 
-def pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def pad(rows: list[list[int]], value: int, left: bool = False, multiple_of: int = 1) -> torch.Tensor:
+    width = -(-max(len(r) for r in rows) // multiple_of) * multiple_of
     return torch.tensor([[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows])
 
 
 def collate(features: list[dict[str, list[int]]], pad_id: int, key: str = "input_ids",
-            left_pad: bool = False) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest row. Left padding is for causal generation, where new tokens follow the prompt."""
+            left_pad: bool = False, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest row (rounded up to `multiple_of`). Left padding is for causal
+    generation, where new tokens follow the prompt."""
     rows = [f[key] for f in features]
-    batch = {"input_ids": pad(rows, pad_id, left_pad), "attention_mask": pad([[1] * len(r) for r in rows], 0, left_pad)}
+    batch = {"input_ids": pad(rows, pad_id, left_pad, multiple_of),
+             "attention_mask": pad([[1] * len(r) for r in rows], 0, left_pad, multiple_of)}
     if key == "input_ids" and "labels" in features[0]:
-        batch["labels"] = pad([f["labels"] for f in features], -100, left_pad)
+        batch["labels"] = pad([f["labels"] for f in features], -100, left_pad, multiple_of)
     return batch
 
 

@@ -8,6 +8,7 @@ early (that is how the search prunes), and this package never hears of Optuna.
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import logging
 import math
@@ -29,10 +30,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from models.compiling import compile_model, should_compile
+from models.compiling import should_compile, without_layerdrop
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, Split, collate, load_split
-from models.distributed import world_size
+from models.distributed import share, world_size
 from models.families import Family, get_family
 from models.generate import generate, load_checkpoint, save_checkpoint
 from models.methods import build_model
@@ -50,7 +51,7 @@ class Result:
     steps: int
     stopped_early: bool
     train_seconds: float
-    eval_seconds: float
+    eval_seconds: float  # evaluating, saving each new best checkpoint and reporting
     peak_memory_gb: float  # GPU memory allocated at peak; on CPU the process's peak resident size
     checkpoint: str | None
     samples_per_second: float = 0.0  # training rows per second once warmed up (compiled), evals left out
@@ -82,7 +83,31 @@ def precision_for(config: TrainConfig, family: Family, has_cuda: bool) -> str:
     return {"fp32": "no"}.get(wanted, wanted)
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, smoothing: float) -> torch.Tensor:
+def batch_maker(model, family: Family, pad_id: int) -> Callable[[list[dict]], dict[str, torch.Tensor | int]]:
+    """A collate_fn: rows padded into what `model`'s forward takes, plus the labels (built on the CPU)."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a PEFT wrapper
+    # The dialogue's own tokens are never scored, so a causal model's logits (a vocabulary-wide row
+    # per token: at gpt2 size a third of the step) are computed from the batch's first summary on.
+    keep_logits = family.is_causal and "logits_to_keep" in inspect.signature(hf_model.forward).parameters
+
+    def make(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor | int]:
+        # Lengths in multiples of 8 suit the tensor cores, and keep true the alignment guards that
+        # inductor puts on a compiled graph's symbolic lengths (`length % 8 == 0`, seen on the H200),
+        # which would otherwise retrace it at the first batch of another length.
+        batch = collate(rows, pad_id, multiple_of=8)
+        if keep_logits:
+            batch["logits_to_keep"] = batch["input_ids"].size(1) - min(len(r["prompt_ids"]) for r in rows) + 1
+        if not family.is_causal:
+            batch["decoder_input_ids"] = hf_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        return batch
+
+    return make
+
+
+def forward_loss(model, batch: dict, causal: bool, smoothing: float) -> torch.Tensor:
+    # use_cache=False: T5 would build a cache object at every step, which also breaks a compiled graph.
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    labels = batch["labels"][:, -logits.size(1):]  # the positions whose logits were kept
     if causal:  # position t predicts token t + 1
         logits, labels = logits[:, :-1], labels[:, 1:]
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
@@ -158,10 +183,18 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     train_split = load_split(train_path, tokenizer, family, *lengths)
     dev_split = load_split(val_path, tokenizer, family, *lengths)
     eval_rows = list(range(min(len(dev_split), t.eval_subset) if t.eval_subset > 0 else len(dev_split)))
+    varied_lengths = len({(len(f["input_ids"]), len(f["labels"])) for f in train_split.features}) > 1
+    if varied_lengths and device.type == "cuda":
+        # torch sends a padded batch's attention to cuDNN first on an H200, and cuDNN builds a plan for
+        # every new batch shape: a worker's first trial on the demo data trained at 57 samples/s, its
+        # second (same shapes, plans kept) at 271 (benchmarks/results/multi_gpu.json). Off for the rest
+        # of the process: a worker trains one dataset.
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
+    model_batch = batch_maker(model, family, tokenizer.pad_token_id)
     batches = LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], t.batch_size, t.seed)
     loader = DataLoader(train_split.features, batch_sampler=batches, pin_memory=torch.cuda.is_available(),
-                        collate_fn=lambda rows: collate(rows, tokenizer.pad_token_id))
+                        collate_fn=model_batch)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]  # not biases or norms
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
@@ -174,47 +207,45 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     scheduler = accelerator.prepare(get_scheduler(
         t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes))
+    unwrapped = accelerator.unwrap_model(model)
     compiled = should_compile(config, device, total_steps * t.gradient_accumulation_steps)
     if compiled:
-        compile_model(accelerator.unwrap_model(model), family)
-    loss_fn = torch.compile(token_loss) if compiled else token_loss  # fused: no fp32 copy of the logits
+        without_layerdrop(unwrapped)
     writer = SummaryWriter(str(output_dir / "logs")) if accelerator.is_main_process else None
     if writer:
         writer.add_text("config", json.dumps(config.to_flat(), indent=1))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
+    # One graph for the forward and its loss: the vocabulary-wide logits are not copied to fp32. Where
+    # lengths vary, its shapes are symbolic from the first step: by default torch.compile retraces at
+    # each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200).
+    train_loss = torch.compile(forward_loss, dynamic=varied_lengths or None) if compiled else forward_loss
+
     @torch.compiler.set_stance("force_eager")  # see models/compiling.py
     def evaluate() -> dict[str, float]:
         started = time.perf_counter()
-        unwrapped = accelerator.unwrap_model(model)
         subset = [dev_split.features[i] for i in eval_rows]
-        metrics = {"eval_loss": eval_loss(unwrapped, subset)}
+        unwrapped.eval()
+        metrics = {"eval_loss": eval_loss(subset)}
         with full_precision(unwrapped):
             summaries = generate(unwrapped, tokenizer, family, subset, num_beams=t.num_beams,
                                  max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size,
                                  device=device)
+        unwrapped.train()
         metrics.update(rouge(summaries, [dev_split.references[i] for i in eval_rows], t.rouge_tokenize))
         metrics["eval_seconds"] = time.perf_counter() - started
         return metrics
 
     @torch.inference_mode()
-    def eval_loss(unwrapped, features) -> float:
+    def eval_loss(features) -> float:
         losses = []
         for start in range(0, len(features), t.eval_batch_size):
-            batch = {k: v.to(device) for k, v in
-                     collate(features[start: start + t.eval_batch_size], tokenizer.pad_token_id).items()}
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                     for k, v in model_batch(features[start: start + t.eval_batch_size]).items()}
             with accelerator.autocast():
-                losses.append(forward_loss(unwrapped, batch, smoothing=0.0).item())
+                losses.append(forward_loss(unwrapped, batch, family.is_causal, smoothing=0.0).item())
         return sum(losses) / len(losses)
-
-    def forward_loss(net, batch, smoothing: float) -> torch.Tensor:
-        labels = batch["labels"]
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-        if not family.is_causal:
-            base = accelerator.unwrap_model(net)
-            inputs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=labels)
-        return loss_fn(net(**inputs).logits, labels, family.is_causal, smoothing)
 
     def synchronize() -> None:  # before reading a clock, so queued GPU work is counted
         if device.type == "cuda":
@@ -235,7 +266,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     while step < total_steps and not stopped:
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = forward_loss(model, batch, t.label_smoothing)
+                loss = train_loss(model, batch, family.is_causal, t.label_smoothing)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -262,8 +293,10 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                     writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             if evaluating:
-                metrics = evaluate()
-                eval_seconds += metrics["eval_seconds"]
+                eval_started = time.perf_counter()
+                # Under `accelerate launch` every rank evaluates; rank 0's figures decide for all, so no
+                # rank waits alone at the barrier below if its generations differ in the last bit.
+                metrics = share(evaluate())
                 evals.append({"step": step, **metrics})
                 bar.set_postfix(loss=f"{loss_value:.3f}", **{t.metric: f"{metrics[t.metric]:.4f}"})
                 if progress and accelerator.is_main_process:
@@ -276,10 +309,11 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 if metrics[t.metric] > best_value:
                     best_value, best_step = metrics[t.metric], step
                     if accelerator.is_main_process:
-                        save_checkpoint(accelerator.unwrap_model(model), tokenizer, config, best_dir)
+                        save_checkpoint(unwrapped, tokenizer, config, best_dir)
                     accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ early
                 if report is not None and report(step, {k: v for k, v in metrics.items() if k != "eval_seconds"}):
                     stopped = True
+                eval_seconds += time.perf_counter() - eval_started
             if step >= total_steps or stopped:
                 break
     bar.close()
@@ -291,7 +325,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
 
     # -- cleanup, then the final evaluation of what was kept ------------------------------
-    del model, optimizer, scheduler, loader
+    del model, unwrapped, optimizer, scheduler, loader, model_batch
     accelerator.free_memory()
     release_memory()
     best = next(e for e in evals if e["step"] == best_step)
@@ -317,8 +351,11 @@ def full_precision(model):
     size, 500 dialogues generate in 3.2 s in fp32 against 11.9 s under bf16 autocast
     (benchmarks/reliability.md). It also scores as the final evaluation and `predict` do.
     """
+    if "_original_forward" not in model.__dict__:  # where accelerate keeps it; no wrapper without mixed precision
+        yield model
+        return
     wrapped = model.forward
-    model.forward = model.__dict__.get("_original_forward", wrapped)  # where accelerate keeps it
+    model.forward = model._original_forward
     try:
         yield model
     finally:

@@ -31,10 +31,20 @@ def split_argv(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     for arg in argv:
         key, sep, value = arg.removeprefix("--").partition("=")
         if arg.startswith("--") and sep:
-            given[key] = yaml.safe_load(value)
+            given[key] = _number(yaml.safe_load(value))
         else:
             options.append(arg)
     return options, given
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `5e-05`, as Python writes 0.00005, as a string (it wants a dot: `5.0e-05`)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def sweep_params(given: dict[str, Any], space: Space) -> dict[str, Any]:

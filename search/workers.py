@@ -39,6 +39,13 @@ def worker_command(argv: list[str], per_trial: int, port: int) -> list[str]:
             "--dynamo_backend", "no", *run]
 
 
+def cpu_threads(processes: int) -> str:
+    """OMP_NUM_THREADS for each of `processes` training processes (unless the user set it): the cores
+    shared out. Otherwise torch starts a thread per core in every process, and the workers' threads
+    outnumber the cores whose Python threads must keep launching GPU work."""
+    return str(max(1, (os.cpu_count() or 1) // processes))
+
+
 def free_ports(count: int) -> list[int]:
     """Ports free now and distinct from each other: one rendezvous port per accelerate launch."""
     sockets = [socket.socket() for _ in range(count)]
@@ -55,8 +62,10 @@ def run_workers(argv: list[str], gpus: list[str], per_gpu: int, per_trial: int =
     procs: list[subprocess.Popen] = []
     printers = []
     workers = slots(gpus, per_gpu, per_trial)
+    threads = cpu_threads(len(workers) * per_trial)
     for (name, devices), port in zip(workers, free_ports(len(workers))):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": devices, "SUMSWEEP_WORKER": name, "PYTHONUNBUFFERED": "1"}
+        env = {"OMP_NUM_THREADS": threads, **os.environ, "CUDA_VISIBLE_DEVICES": devices, "SUMSWEEP_WORKER": name,
+               "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
@@ -74,7 +83,13 @@ def run_workers(argv: list[str], gpus: list[str], per_gpu: int, per_trial: int =
     finally:
         for printer in printers:
             printer.join(timeout=5)
-    return max(codes)
+    return exit_code(codes)
+
+
+def exit_code(codes: list[int]) -> int:
+    """The first failure among the workers' exit codes; one killed by signal N (-N) as 128 + N, as a shell says."""
+    failed = next((code for code in codes if code != 0), 0)
+    return 128 - failed if failed < 0 else failed
 
 
 def _prefix_lines(proc: subprocess.Popen, name: str) -> None:

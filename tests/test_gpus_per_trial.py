@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from search.objective import config_digest
 from search.storage import open_storage, study_names
-from search.workers import slots, worker_command
+from search.workers import cpu_threads, exit_code, slots, worker_command
 from test_search import quick_space
 from test_search_cli import run_main
 
@@ -70,6 +70,18 @@ def test_each_group_of_gpus_is_one_launch_of_that_many_processes():
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[command.index("--main_process_port") + 1] == "29517"
     assert command[-5:] == ["-m", "search.run", "--trials", "5", "--worker"]
+
+
+def test_a_worker_killed_by_a_signal_fails_the_search():
+    assert exit_code([0, -9]) == 137  # e.g. the kernel's out-of-memory killer
+    assert exit_code([0, 2, 1]) == 2
+    assert exit_code([0, 0]) == 0
+
+
+def test_workers_share_out_the_cores_between_their_processes(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert cpu_threads(4) == "4"  # e.g. --trials-per-gpu 4, or two groups of --gpus-per-trial 2
+    assert cpu_threads(32) == "1"
 
 
 BAD = {

@@ -129,3 +129,13 @@ def test_agent_stopped_by_the_sweep_is_a_pruned_trial(offline_wandb, tmp_path):
     assert proc.returncode == 0, err
     trial, = optuna.load_study(study_name="cut", storage=open_storage(url)).trials
     assert trial.state == TrialState.PRUNED and 10 in trial.intermediate_values
+
+
+def test_agent_reads_the_numbers_wandb_writes():
+    from search.agent import split_argv
+
+    # W&B writes a float as Python prints it: 5e-05 has no dot, which YAML 1.1 reads as a string.
+    options, given = split_argv(["--family", "bart", "--training.learning_rate=5e-05", "--method=lora",
+                                 "--qlora.lora_rank=16"])
+    assert options == ["--family", "bart"]
+    assert given == {"training.learning_rate": 5e-05, "method": "lora", "qlora.lora_rank": 16}
