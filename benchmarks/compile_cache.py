@@ -74,7 +74,9 @@ def main(argv=None) -> int:
     def process(modes: str) -> list[dict]:
         done = subprocess.run([sys.executable, __file__, "--family", args.family, "--out", args.out,
                                "--child", modes, "--checkpoint", checkpoint], env=env, capture_output=True,
-                              text=True, check=True)
+                              text=True)
+        if done.returncode:
+            raise SystemExit(f"the trials {modes} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     eager, first, second = process("never,always,always")
