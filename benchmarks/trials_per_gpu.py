@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", gpus,
            "--trials-per-gpu", str(n), "--storage", f"sqlite:///{db}", "--study", "bench", "--no-wandb",
            "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(checkpoint),
-           "--output-root", str(work / "outputs"), "--pruner", "none", "--seed", "0"]
+           "--output-root", str(work / "outputs"), "--pruner", "none", "--seed", "0"] + (["--mps"] if mps else [])
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -123,15 +122,11 @@ def main() -> int:
         runs.append(run(n, args.trials, space, checkpoint, args.work, mps=False))
         print(json.dumps(runs[-1]), flush=True)
         write_results(runs, args)
-    if args.mps and shutil.which("nvidia-cuda-mps-control"):
-        subprocess.run(["nvidia-cuda-mps-control", "-d"], check=True)
-        try:
-            for n in [n for n in args.workers if n > 1]:
-                runs.append(run(n, args.trials, space, checkpoint, args.work, mps=True))
-                print(json.dumps(runs[-1]), flush=True)
-                write_results(runs, args)
-        finally:
-            subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True)
+    if args.mps:  # search.run --mps starts the daemon and stops it after
+        for n in [n for n in args.workers if n > 1]:
+            runs.append(run(n, args.trials, space, checkpoint, args.work, mps=True))
+            print(json.dumps(runs[-1]), flush=True)
+            write_results(runs, args)
     if args.multi_gpu:
         runs.append(run(1, args.trials, space, checkpoint, args.work, mps=False, gpus=args.multi_gpu))
         print(json.dumps(runs[-1]), flush=True)

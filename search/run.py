@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from search.sinks import WandbRuns
 from search.space import SPACES_DIR, Space
 from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url, open_storage, redact
 from search.summary import best_lines, short, write_report
-from search.workers import run_workers
+from search.workers import check_mps, cuda_mps, run_workers
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "sha", "wilcoxon", "none")
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials-per-gpu", type=int, default=1, help="workers sharing each GPU (with --gpus)")
     parser.add_argument("--gpus-per-trial", type=int, default=1,
                         help="GPUs per worker, one trial data-parallel over them under accelerate launch (with --gpus)")
+    parser.add_argument("--mps", action="store_true",
+                        help="run the workers under CUDA MPS, started for the search and stopped after (with --gpus)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
@@ -201,7 +204,7 @@ def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
     """This command for one worker: one family's space and study, without the worker options."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "family", "space", "study", "worker")
+    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "study", "worker")
     out = []
     for action in parser._actions:
         value = args.get(action.dest)
@@ -240,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--space takes one family's file; run one --family with it")
     gpus = args.gpus.split(",") if args.gpus else []
     check_gpus_per_trial(gpus, args.gpus_per_trial, args.trials_per_gpu)
+    if args.mps:
+        if not gpus:
+            raise ConfigError("--mps shares a GPU between workers, so it needs --gpus (and --trials-per-gpu 2 or more)")
+        check_mps()
     quiet_libraries()
 
     families = [None] if args.space else parse_families(args.family)
@@ -249,26 +256,28 @@ def main(argv: list[str] | None = None) -> int:
             Objective(space, data, Path(args.output_root), metric=args.metric).follow()
         leave()
         return 0
-    for space, data, name in prepared:
-        try:
-            if gpus:
-                open_study(args, space, name)  # created once here, so trial 0 is queued once
-                code = run_workers(worker_argv(argv, space, name), gpus, args.trials_per_gpu, args.gpus_per_trial)
-                if code:
-                    return code
-                study = open_study(args, space, name)
-            else:
-                study = run_study(args, space, data, name)
-                share(None)  # the study is over: the other ranks stop following
-            if args.worker:
-                continue
-        except KeyboardInterrupt:
-            print("\ninterrupted: the running trial is recorded as failed; run the same command to go on",
-                  file=sys.stderr)
-            return 130
-        report = write_report(study, Path(args.output_root) / name)
-        print("\n".join(best_lines(study)))
-        print(f"report: {report}/summary.txt")
+    # Started before any study is opened: if it cannot start, nothing is written.
+    with cuda_mps() if args.mps else nullcontext():
+        for space, data, name in prepared:
+            try:
+                if gpus:
+                    open_study(args, space, name)  # created once here, so trial 0 is queued once
+                    code = run_workers(worker_argv(argv, space, name), gpus, args.trials_per_gpu, args.gpus_per_trial)
+                    if code:
+                        return code
+                    study = open_study(args, space, name)
+                else:
+                    study = run_study(args, space, data, name)
+                    share(None)  # the study is over: the other ranks stop following
+                if args.worker:
+                    continue
+            except KeyboardInterrupt:
+                print("\ninterrupted: the running trial is recorded as failed; run the same command to go on",
+                      file=sys.stderr)
+                return 130
+            report = write_report(study, Path(args.output_root) / name)
+            print("\n".join(best_lines(study)))
+            print(f"report: {report}/summary.txt")
     leave()
     if args.storage.startswith("sqlite:///"):
         print(f"look at it: optuna-dashboard {args.storage}")

@@ -89,12 +89,16 @@ BAD = {
     "zero": (["--gpus", "0,1", "--gpus-per-trial", "0"], "--gpus-per-trial 0"),
     "with trials per gpu": (["--gpus", "0,1", "--gpus-per-trial", "2", "--trials-per-gpu", "2"], "do not mix"),
     "without gpus": (["--gpus-per-trial", "2"], "needs --gpus"),
+    "mps without gpus": (["--mps"], "--mps shares a GPU between workers, so it needs --gpus"),
+    "mps without its control program": (["--gpus", "0", "--trials-per-gpu", "2", "--mps"],
+                                        "--mps needs nvidia-cuda-mps-control"),
 }
 
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
 def test_bad_gpus_per_trial_is_one_line_and_writes_no_study(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-cuda-mps-control, as on a machine without NVIDIA's driver
     extra, expected = BAD[case]
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     code, err = run_main(["--demo", "--storage", url, "--trials", "2", *extra], capsys)
