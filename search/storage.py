@@ -32,6 +32,13 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def anchored(url: str) -> str:
+    """The URL with a relative SQLite path made absolute, for a command run from another folder."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+    return url
+
+
 def check_url(url: str) -> None:
     """The mistakes a URL shows by itself, found before any work starts."""
     if "://" not in url:

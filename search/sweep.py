@@ -17,7 +17,7 @@ from models.cli import quiet_libraries, run_cli
 from models.config import ConfigError
 from search.run import build_parser, prepare
 from search.space import Space
-from search.storage import redact
+from search.storage import anchored, redact
 
 
 def wandb_parameter(distribution) -> dict[str, Any]:
@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("a sweep covers one family; pass --family with one name")
     quiet_libraries()
     space, _, study = prepare(args, None if args.space else args.family)
-    agent_args = ["--family", space.family, "--study", study, "--storage", args.storage, "--metric", args.metric,
-                  "--output-root", args.output_root, "--wandb-project", args.wandb_project]
+    # Absolute paths: each agent runs the command from wherever `wandb agent` was started.
+    agent_args = ["--family", space.family, "--study", study, "--storage", anchored(args.storage),
+                  "--metric", args.metric, "--output-root", str(Path(args.output_root).resolve()),
+                  "--wandb-project", args.wandb_project]
     if args.space:
         agent_args += ["--space", str(Path(args.space).resolve())]
     if args.demo:
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--train-data", args.train_data), ("--val-data", args.val_data),
                         ("--checkpoint", args.checkpoint), ("--method", args.method)):
         if value:
-            agent_args += [flag, str(Path(value).resolve()) if flag.endswith("data") else value]
+            local = flag.endswith("data") or (flag == "--checkpoint" and Path(value).exists())  # not a hub id
+            agent_args += [flag, str(Path(value).resolve()) if local else value]
     if args.storage != redact(args.storage):
         print("note: the storage URL has a password and is written into the sweep file's command; "
               "prefer a password in ~/.pgpass or PGPASSWORD", file=sys.stderr)

@@ -139,3 +139,20 @@ def test_agent_reads_the_numbers_wandb_writes():
                                  "--qlora.lora_rank=16"])
     assert options == ["--family", "bart"]
     assert given == {"training.learning_rate": 5e-05, "method": "lora", "qlora.lora_rank": 16}
+
+
+def test_sweep_command_names_absolute_paths_for_agents_started_elsewhere(tmp_path, monkeypatch):
+    from models.demo import demo_assets
+    from search.sweep import main
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    checkpoint = os.path.relpath(demo_assets("t5").checkpoint, here)
+    assert main(["--family", "t5", "--demo", "--output", "t5.yaml", "--storage", "sqlite:///studies.db",
+                 "--output-root", "outs", "--checkpoint", checkpoint]) == 0
+    command = yaml.safe_load((here / "t5.yaml").read_text(encoding="utf-8"))["command"]
+    option = {flag: command[i + 1] for i, flag in enumerate(command[:-1]) if flag.startswith("--")}
+    assert option["--storage"] == f"sqlite:///{here / 'studies.db'}"
+    assert option["--output-root"] == str(here / "outs")
+    assert option["--checkpoint"] == str(demo_assets("t5").checkpoint.resolve())
