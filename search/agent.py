@@ -105,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         raise
     study.add_trial(create_trial(params=params, distributions=distributions, value=result.metrics[args.metric],
                                  intermediate_values=intermediate, user_attrs=attrs, state=TrialState.COMPLETE))
+    # Found by its run name: other agents may have added trials to the study since.
+    mine = next(t for t in reversed(study.get_trials(deepcopy=False)) if t.user_attrs.get("run_name") == run_name)
     if not args.keep_checkpoints:
-        keep_best_checkpoint(study, study.trials[-1])
+        keep_best_checkpoint(study, mine)
     print(f"{run_name}: {args.metric} = {result.metrics[args.metric]:.4f}, added to study {name} "
-          f"as trial #{study.trials[-1].number}")
+          f"as trial #{mine.number}")
     return 0
 
 
