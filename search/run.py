@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import nullcontext
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import optuna
