@@ -41,9 +41,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.trials_per_gpu import bart_base_checkpoint, space_file  # noqa: E402
+from benchmarks.trials_per_gpu import bart_base_checkpoint, search_command, space_file  # noqa: E402
 
-STUDY = "bench"
+STUDY = "bench"  # what search_command names the study
 SWEEP_STUDY = "sweep"
 BATCH_SIZE = 16  # space_file's per-process batch
 # One learning rate per sweep agent, inside the bench space's 1e-5..1e-3.
@@ -59,7 +59,6 @@ ATTRS = ("samples_per_second", "train_seconds", "eval_seconds", "peak_memory_gb"
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("OMP_NUM_THREADS", "1")  # the user's setting wins; else one thread per training process
     env.setdefault("HF_HUB_OFFLINE", "1")  # every checkpoint is local: no hub look-ups on a machine without internet
     env.update(extra)
     return env
@@ -157,15 +156,12 @@ def ranks_said(output: str) -> dict[int, dict[int, str]]:
     return said
 
 
-def search_run(label: str, gpus: str, per_trial: int, args, assets) -> dict:
+def search_run(label: str, gpus: str, per_trial: int, args) -> dict:
     folder = args.work / "part-a" / label
     shutil.rmtree(folder, ignore_errors=True)  # a fresh study: a leftover one would be resumed, not rerun
     folder.mkdir(parents=True)
     db = folder / "study.db"
-    cmd = [sys.executable, "-m", "search.run", "--space", str(args.space), "--trials", str(args.trials),
-           "--gpus", gpus, "--storage", f"sqlite:///{db}", "--study", STUDY, "--no-wandb", "--pruner", "none",
-           "--seed", "0", "--train-data", str(assets.train), "--val-data", str(assets.dev),
-           "--checkpoint", str(args.checkpoint), "--output-root", str(folder / "outputs")]
+    cmd = search_command(args.space, args.checkpoint, args.trials, gpus, db, folder / "outputs")
     extra = {}
     if per_trial > 1:
         cmd += ["--gpus-per-trial", str(per_trial)]
@@ -416,7 +412,7 @@ def main() -> int:
     results["part_a"] = {"runs": []}
     for label, run_gpus, per_trial in (("one-gpu", gpus[0], 1), (f"{len(gpus)}-gpus-per-trial", ",".join(gpus),
                                                                   len(gpus))):
-        results["part_a"]["runs"].append(search_run(label, run_gpus, per_trial, args, assets))
+        results["part_a"]["runs"].append(search_run(label, run_gpus, per_trial, args))
         results["part_a"].update(compare(results["part_a"]["runs"]))
         write_json(json_path, results)
 

@@ -51,16 +51,23 @@ def space_file(folder: Path, steps: int) -> Path:
     return path
 
 
-def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: bool, gpus: str = "0") -> dict:
+def search_command(space: Path, checkpoint: Path, trials: int, gpus: str, db: Path, outputs: Path) -> list[str]:
+    """The benchmarks' `python -m search.run`: the demo data, a fresh SQLite study "bench", no W&B,
+    no pruning, seed 0 (so two runs draw the same parameters)."""
     from models.demo import demo_assets
 
     assets = demo_assets("bart")
+    return [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", gpus,
+            "--storage", f"sqlite:///{db}", "--study", "bench", "--no-wandb", "--train-data", str(assets.train),
+            "--val-data", str(assets.dev), "--checkpoint", str(checkpoint), "--output-root", str(outputs),
+            "--pruner", "none", "--seed", "0"]
+
+
+def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: bool, gpus: str = "0") -> dict:
     db = work / f"n{n}{'-mps' if mps else ''}-gpus{gpus.replace(',', '')}.db"
     db.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--trials", str(trials), "--gpus", gpus,
-           "--trials-per-gpu", str(n), "--storage", f"sqlite:///{db}", "--study", "bench", "--no-wandb",
-           "--train-data", str(assets.train), "--val-data", str(assets.dev), "--checkpoint", str(checkpoint),
-           "--output-root", str(work / "outputs"), "--pruner", "none", "--seed", "0"] + (["--mps"] if mps else [])
+    cmd = search_command(space, checkpoint, trials, gpus, db, work / "outputs") + ["--trials-per-gpu", str(n)]
+    cmd += ["--mps"] if mps else []
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
@@ -241,8 +241,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     def eval_loss(features) -> float:
         losses = []
         for start in range(0, len(features), t.eval_batch_size):
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                     for k, v in model_batch(features[start: start + t.eval_batch_size]).items()}
+            batch = send_to_device(model_batch(features[start: start + t.eval_batch_size]), device)
             with accelerator.autocast():
                 losses.append(forward_loss(unwrapped, batch, family.is_causal, smoothing=0.0).item())
         return sum(losses) / len(losses)
