@@ -18,12 +18,13 @@ from torch import nn
 
 from models.config import TrainConfig
 
-# On an H200 (benchmarks/trainer_vs_hf.py, batch 16), with every row at 512 + 128 tokens, compiling
-# took 90 s at t5-base size, 29 s at gpt2 size and 55 s at bart-base size, and saved 0.079, 0.024 and
-# 0.010 s a batch: it paid after about 1,100, 1,200 and 5,600 batches. On the demo's varied lengths
-# the gpt2-sized graph was traced 4 times (215 s in all; the alignment guards behind two of them
-# are now kept true by padding lengths to multiples of 8), and a trial of 100 batches ran at a
-# seventh of its eager speed. Auto therefore waits for long trials.
+# On an H200 (benchmarks/README.md, batch 16, the demo's varied lengths, one graph each), compiling took
+# 68 s at gpt2 size, 118 s at bart-base size and 235 s at t5-base size. Against eager it saved 0.018 s
+# a batch at gpt2 size and 0.020 s at bart-base size, so it paid after about 3,700 and 5,800 batches
+# (t5-base eager was not measured on those lengths; at full lengths compiling saved 0.086 s a batch and
+# took 78 s). Auto waits for 10,000 batches, past the slowest of these with a margin for the spread
+# between runs (10-20%). It decides per trial: a worker's later trials recompile in a fraction of that
+# (4.6 s against 57.5 s at gpt2 size), which it does not count.
 MIN_BATCHES = 10_000
 
 

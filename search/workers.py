@@ -61,7 +61,7 @@ def check_mps() -> None:
 @contextmanager
 def cuda_mps():
     """CUDA MPS while the workers run: several processes' kernels then share a GPU at once instead of
-    taking turns (4 whole trials on one H200: 2.18x the trials/hour of one, against 2.08x time-sliced;
+    taking turns (4 whole trials on one H200: 2.47x the trials/hour of one, against 2.23x time-sliced;
     benchmarks/README.md). The daemon is started here and stopped after, unless one was running."""
     # A running daemon listens on `control` in its pipe directory (NVIDIA's default: /tmp/nvidia-mps).
     if (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists():
