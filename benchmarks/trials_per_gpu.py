@@ -78,9 +78,15 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
     finished = [t for t in study.trials if t.state.is_finished()]
     train_s = sum(t.user_attrs.get("train_seconds", 0) for t in finished)
+    # What a trial spends outside its training steps and evals: model build, data, the final
+    # re-scoring of the best checkpoint, the study's bookkeeping.
+    fixed_s = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs.get("train_seconds", 0)
+               - t.user_attrs.get("eval_seconds", 0) for t in finished if t.datetime_complete]
     return {"gpus": gpus, "workers": n * len(gpus.split(",")), "mps": mps, "trials": len(finished), "wall_seconds": seconds,
             "trials_per_hour": len(finished) / seconds * 3600,
             "mean_trial_train_seconds": train_s / max(len(finished), 1),
+            "mean_trial_fixed_seconds": sum(fixed_s) / max(len(fixed_s), 1),
+            "mean_trial_setup_seconds": sum(t.user_attrs.get("setup_seconds", 0) for t in finished) / max(len(finished), 1),
             "peak_memory_gb_per_trial": max(t.user_attrs.get("peak_memory_gb", 0) for t in finished)}
 
 
