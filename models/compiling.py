@@ -23,8 +23,7 @@ from models.config import TrainConfig
 # a batch at gpt2 size and 0.020 s at bart-base size, so it paid after about 3,700 and 5,800 batches
 # (t5-base eager was not measured on those lengths; at full lengths compiling saved 0.086 s a batch and
 # took 78 s). Auto waits for 10,000 batches, past the slowest of these with a margin for the spread
-# between runs (10-20%). It decides per trial: a worker's later trials recompile in a fraction of that
-# (4.6 s against 57.5 s at gpt2 size), which it does not count.
+# between runs (10-20%). It decides per trial, though a worker's later trials reuse the compiled step.
 MIN_BATCHES = 10_000
 
 

@@ -16,7 +16,6 @@ import resource
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -208,6 +207,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes))
     unwrapped = accelerator.unwrap_model(model)
+    without_autocast_wrapper(unwrapped)
     compiled = should_compile(config, device, total_steps * t.gradient_accumulation_steps)
     if compiled:
         without_layerdrop(unwrapped)
@@ -235,10 +235,8 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         subset = [dev_split.features[i] for i in eval_rows]
         unwrapped.eval()
         metrics = {"eval_loss": eval_loss(subset)}
-        with full_precision(unwrapped):
-            summaries = generate(unwrapped, tokenizer, family, subset, num_beams=t.num_beams,
-                                 max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size,
-                                 device=device)
+        summaries = generate(unwrapped, tokenizer, family, subset, num_beams=t.num_beams,
+                             max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size, device=device)
         unwrapped.train()
         metrics.update(rouge(summaries, [dev_split.references[i] for i in eval_rows], t.rouge_tokenize))
         metrics["eval_seconds"] = time.perf_counter() - started
@@ -272,7 +270,8 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     while step < total_steps and not stopped:
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = train_loss(model, batch, family.is_causal, t.label_smoothing)
+                with accelerator.autocast():
+                    loss = train_loss(model, batch, family.is_causal, t.label_smoothing)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -349,23 +348,18 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     return result
 
 
-@contextmanager
-def full_precision(model):
-    """The model's own forward, without the autocast wrapper that `accelerator.prepare` puts on it.
+def without_autocast_wrapper(model) -> None:
+    """Take off the autocast wrapper that `accelerator.prepare` puts on the model's forward under mixed
+    precision: the trainer autocasts its training step and eval loss itself, and generates without it.
 
-    Autocast recasts every weight at every call, so at every generated token: on an H200 at bart-base
-    size, 500 dialogues generate in 3.2 s in fp32 against 11.9 s under bf16 autocast
-    (benchmarks/reliability.md). It also scores as the final evaluation and `predict` do.
+    The wrapper is a new closure for every model, and a compiled step guards on it: each trial of a
+    worker compiled again, and from the ninth trial on dynamo gave up (its recompile limit) and ran the
+    step eager. Generating under it recast every weight at every token: on an H200 at bart-base size,
+    500 dialogues took 11.9 s under bf16 autocast and 3.2 s in fp32 (benchmarks/reliability.md), which
+    is also how the final evaluation and `predict` score.
     """
-    if "_original_forward" not in model.__dict__:  # where accelerate keeps it; no wrapper without mixed precision
-        yield model
-        return
-    wrapped = model.forward
-    model.forward = model._original_forward
-    try:
-        yield model
-    finally:
-        model.forward = wrapped
+    if "_original_forward" in model.__dict__:  # where accelerate keeps the forward it wrapped
+        model.forward = model.__dict__.pop("_original_forward")
 
 
 def score_checkpoint(folder: Path, split: Split, device: torch.device, config: TrainConfig) -> dict[str, float]:

@@ -11,7 +11,7 @@ from models.families import get_family
 from models.generate import generate
 from models.methods import build_model
 from models.metrics import rouge
-from models.trainer import batch_maker, forward_loss, full_precision, train
+from models.trainer import batch_maker, forward_loss, train, without_autocast_wrapper
 
 from conftest import FAMILIES
 
@@ -98,22 +98,44 @@ def test_compile_auto_is_for_long_full_fine_tuning_on_a_gpu(tiny_config):
     assert not should_compile(config.override({"training.compile": "never"}), gpu, long)
 
 
-def test_generation_runs_without_the_mixed_precision_wrapper(tiny_config):
+def test_the_model_autocasts_only_where_the_trainer_asks(tiny_config):
+    """Generation runs in full precision; the training step and eval loss under `accelerator.autocast()`."""
     config, _ = tiny_config("t5")
-    family = get_family("t5")
-    model, _, _ = build_model(config, family, torch.device("cpu"), torch.float32)
+    model, _, _ = build_model(config, get_family("t5"), torch.device("cpu"), torch.float32)
     ids = torch.randint(5, 100, (2, 12))
     inputs = {"input_ids": ids, "decoder_input_ids": ids[:, :4], "use_cache": False}
     model.eval()
     AcceleratorState._reset_state(True)  # the process-wide state the other tests' trainers set up
     with torch.no_grad():
         plain = model(**inputs).logits
-        model = Accelerator(mixed_precision="bf16", cpu=True).prepare(model)
-        assert not torch.equal(model(**inputs).logits, plain)  # the wrapper autocasts to bf16
-        with full_precision(model):
-            assert torch.equal(model(**inputs).logits, plain)
-        assert not torch.equal(model(**inputs).logits, plain)  # and is back afterwards
+        accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+        model = accelerator.prepare(model)
+        assert not torch.equal(model(**inputs).logits, plain)  # accelerate's wrapper autocasts to bf16
+        without_autocast_wrapper(model)
+        assert torch.equal(model(**inputs).logits, plain)
+        with accelerator.autocast():
+            assert not torch.equal(model(**inputs).logits, plain)
     AcceleratorState._reset_state(True)
+
+
+def test_a_workers_later_compiled_trials_reuse_the_graph(tiny_config, tmp_path):
+    """Under mixed precision, as on a GPU: a worker's next trial must not compile again (nor, from its
+    ninth, run eager past dynamo's recompile limit)."""
+    from torch._dynamo.utils import counters
+
+    AcceleratorState._reset_state(True)
+    try:
+        for trial in range(3):
+            config, assets = tiny_config("gpt2", training__compile="always", training__precision="bf16",
+                                         training__max_steps=4, training__eval_steps=4)
+            result = train(config, assets.train, assets.dev, tmp_path / str(trial), progress=False)
+            assert result.compiled
+            if trial == 0:
+                graphs = counters["stats"]["unique_graphs"]
+        assert counters["stats"]["unique_graphs"] == graphs
+        assert result.first_step_seconds < 2  # the first trial's compiles for many seconds
+    finally:
+        AcceleratorState._reset_state(True)
 
 
 @pytest.mark.parametrize("family", ["t5", "bart", "gpt2"])
