@@ -123,19 +123,17 @@ def test_a_workers_later_compiled_trials_reuse_the_graph(tiny_config, tmp_path):
     ninth, run eager past dynamo's recompile limit)."""
     from torch._dynamo.utils import counters
 
+    config, assets = tiny_config("gpt2", training__compile="always", training__precision="bf16",
+                                 training__max_steps=4, training__eval_steps=4)
     AcceleratorState._reset_state(True)
     try:
+        graphs = []
         for trial in range(3):
-            config, assets = tiny_config("gpt2", training__compile="always", training__precision="bf16",
-                                         training__max_steps=4, training__eval_steps=4)
-            result = train(config, assets.train, assets.dev, tmp_path / str(trial), progress=False)
-            assert result.compiled
-            if trial == 0:
-                graphs = counters["stats"]["unique_graphs"]
-        assert counters["stats"]["unique_graphs"] == graphs
-        assert result.first_step_seconds < 2  # the first trial's compiles for many seconds
+            assert train(config, assets.train, assets.dev, tmp_path / str(trial), progress=False).compiled
+            graphs.append(counters["stats"]["unique_graphs"])
     finally:
         AcceleratorState._reset_state(True)
+    assert graphs[1:] == graphs[:1] * 2
 
 
 @pytest.mark.parametrize("family", ["t5", "bart", "gpt2"])
