@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from models.compiling import should_compile, without_layerdrop
+from models.compiling import should_compile, with_constant_floats, without_layerdrop
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, Split, collate, load_split
 from models.distributed import share, world_size
@@ -103,14 +103,28 @@ def batch_maker(model, family: Family, pad_id: int) -> Callable[[list[dict]], di
     return make
 
 
-def forward_loss(model, batch: dict, causal: bool, smoothing: float) -> torch.Tensor:
+def forward_loss(model, batch: dict, causal: bool, smoothing: float | torch.Tensor) -> torch.Tensor:
     # use_cache=False: T5 would build a cache object at every step, which also breaks a compiled graph.
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
     labels = batch["labels"][:, -logits.size(1):]  # the positions whose logits were kept
     if causal:  # position t predicts token t + 1
         logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                           ignore_index=-100, label_smoothing=smoothing)
+    return smoothed_cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), smoothing)
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           smoothing: float | torch.Tensor) -> torch.Tensor:
+    """`F.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=smoothing)`; for a tensor
+    `smoothing`, written out. A compiled step takes it as a tensor and so serves every trial's
+    label_smoothing: that op's float would be a constant of the graph, and each value a new compile.
+    Eager, torch's own fused op is used."""
+    if not isinstance(smoothing, torch.Tensor):
+        return F.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=smoothing)
+    scored = labels != -100
+    log_total = logits.logsumexp(-1)
+    nll = log_total - logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # -log p(label)
+    uniform = log_total - logits.mean(-1)  # -mean over the vocabulary of log p
+    return (((1 - smoothing) * nll + smoothing * uniform) * scored).sum() / scored.sum()
 
 
 def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
@@ -225,9 +239,11 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     if not compiled:
         train_loss = forward_loss
     elif varied_lengths:
-        train_loss = torch.compile(forward_loss, dynamic=True, options={"shape_padding": False})
+        train_loss = with_constant_floats(torch.compile(forward_loss, dynamic=True, options={"shape_padding": False}))
     else:
-        train_loss = torch.compile(forward_loss)
+        train_loss = with_constant_floats(torch.compile(forward_loss))
+    # Searched, so an input of the compiled graph rather than a constant of it.
+    smoothing = torch.tensor(t.label_smoothing, device=device) if compiled else t.label_smoothing
 
     @torch.compiler.set_stance("force_eager")  # see models/compiling.py
     def evaluate() -> dict[str, float]:
@@ -271,7 +287,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         for batch in loader:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    loss = train_loss(model, batch, family.is_causal, t.label_smoothing)
+                    loss = train_loss(model, batch, family.is_causal, smoothing)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)

@@ -1,6 +1,7 @@
 """The real recipe on every family's tiny checkpoint: the loss falls and ROUGE rises above the untrained model's."""
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors import safe_open
@@ -11,7 +12,7 @@ from models.families import get_family
 from models.generate import generate
 from models.methods import build_model
 from models.metrics import rouge
-from models.trainer import batch_maker, forward_loss, train, without_autocast_wrapper
+from models.trainer import batch_maker, forward_loss, smoothed_cross_entropy, train, without_autocast_wrapper
 
 from conftest import FAMILIES
 
@@ -119,21 +120,34 @@ def test_the_model_autocasts_only_where_the_trainer_asks(tiny_config):
 
 
 def test_a_workers_later_compiled_trials_reuse_the_graph(tiny_config, tmp_path):
-    """Under mixed precision, as on a GPU: a worker's next trial must not compile again (nor, from its
-    ninth, run eager past dynamo's recompile limit)."""
-    from torch._dynamo.utils import counters
+    """Under mixed precision, as on a GPU, and with the label smoothing a search draws: a worker's next
+    trial must not compile again (nor, from its ninth, run eager past dynamo's recompile limit), and
+    the first traces its step once, not twice."""
+    from torch._dynamo.utils import clear_compilation_metrics, counters, get_compilation_metrics
 
-    config, assets = tiny_config("gpt2", training__compile="always", training__precision="bf16",
-                                 training__max_steps=4, training__eval_steps=4)
+    clear_compilation_metrics()
     AcceleratorState._reset_state(True)
     try:
         graphs = []
-        for trial in range(3):
+        for trial, smoothing in enumerate([0.0, 0.05, 0.1]):
+            config, assets = tiny_config("gpt2", training__compile="always", training__precision="bf16",
+                                         training__max_steps=4, training__eval_steps=4,
+                                         training__label_smoothing=smoothing)
             assert train(config, assets.train, assets.dev, tmp_path / str(trial), progress=False).compiled
             graphs.append(counters["stats"]["unique_graphs"])
     finally:
         AcceleratorState._reset_state(True)
     assert graphs[1:] == graphs[:1] * 2
+    assert [m.restart_reasons for m in get_compilation_metrics() if m.restart_reasons] == []
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_the_written_out_loss_is_torchs_cross_entropy(smoothing):
+    logits, labels = torch.randn(40, 300) * 3, torch.randint(0, 300, (40,))
+    labels[::5] = -100  # padding
+    expected = F.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=smoothing)
+    for given in (smoothing, torch.tensor(smoothing)):
+        torch.testing.assert_close(smoothed_cross_entropy(logits, labels, given), expected)
 
 
 @pytest.mark.parametrize("family", ["t5", "bart", "gpt2"])
