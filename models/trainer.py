@@ -236,14 +236,11 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     # each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200). Inductor's
     # matmul padding is off there: it guards on the symbolic sizes (`length * batch >= 768`), which
     # retraced BART at the first short batch (16 samples/s on an H200, against 462 without it).
-    if not compiled:
-        train_loss = forward_loss
-    elif varied_lengths:
-        train_loss = with_constant_floats(torch.compile(forward_loss, dynamic=True, options={"shape_padding": False}))
-    else:
-        train_loss = with_constant_floats(torch.compile(forward_loss))
-    # Searched, so an input of the compiled graph rather than a constant of it.
-    smoothing = torch.tensor(t.label_smoothing, device=device) if compiled else t.label_smoothing
+    train_loss, smoothing = forward_loss, t.label_smoothing
+    if compiled:
+        train_loss = with_constant_floats(torch.compile(forward_loss, dynamic=varied_lengths or None,
+                                                        options={"shape_padding": False} if varied_lengths else None))
+        smoothing = torch.tensor(smoothing, device=device)  # searched: an input of the graph, not a constant
 
     @torch.compiler.set_stance("force_eager")  # see models/compiling.py
     def evaluate() -> dict[str, float]:
