@@ -1,12 +1,13 @@
-"""torch.compile where it pays: the training forward and its loss, as one graph.
+"""torch.compile where it pays: the training forward and its loss, as one graph, replayed as CUDA graphs.
 
-A whole-step graph cuts the per-step Python and kernel launches, which is what bounds a base-sized
-model's step on an H200 (profiled at bart-base size, the GPU was busy for about a fifth of an eager
-run's wall time), and the loss fuses into it, so no fp32 copy of the logits is ever made. BART's
-LayerDrop check would break that graph at every layer: `without_layerdrop` takes it out where it
-decides nothing. State-dict keys do not change, so checkpoints save as usual. Generation must run
-eager (`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile a
-graph for every cache length.
+A base-sized model's step on an H200 is bound by Python and kernel launches, not by the GPU: at
+bart-base size, compiled, the GPU was busy 15 of the 38 ms a step took (a profile, benchmarks/README.md).
+A whole-step graph cuts the Python, and CUDA graphs the launches: each batch shape's step is recorded
+once and then replayed as one launch. The loss fuses into the graph, so no fp32 copy of the logits is
+ever made. BART's LayerDrop check would break that graph at every layer: `without_layerdrop` takes it
+out where it decides nothing. State-dict keys do not change, so checkpoints save as usual. Generation
+must run eager (`torch.compiler.set_stance("force_eager")`): its one-token steps would otherwise compile
+a graph for every cache length.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ from torch import nn
 
 from models.config import TrainConfig
 
-# On an H200 (benchmarks/README.md, batch 16, the demo's varied lengths, one graph each), compiling took
-# 68 s at gpt2 size, 118 s at bart-base size and 235 s at t5-base size. Against eager it saved 0.018 s
-# a batch at gpt2 size and 0.020 s at bart-base size, so it paid after about 3,700 and 5,800 batches
-# (t5-base eager was not measured on those lengths; at full lengths compiling saved 0.086 s a batch and
-# took 78 s). Auto waits for 10,000 batches, past the slowest of these with a margin for the spread
-# between runs (10-20%). It decides per trial, though a worker's later trials reuse the compiled step.
-MIN_BATCHES = 10_000
+# On an H200 (benchmarks/README.md, batch 16, one graph each, CUDA graphs), against eager in the same
+# process: on the demo's varied lengths compiling took 77 s at bart-base size and 63 s at gpt2 size and
+# saved 18 and 17 ms a batch, so it paid after about 4,200 and 3,600 batches; at fixed full lengths
+# (eager from an earlier call) after 800-1,400 (t5-base: 89 s, 113 ms a batch). Auto waits for 5,000 batches, past the slowest
+# of these with a margin for the spread between runs (10-20%); t5-base on varied lengths was not
+# measured. It decides per trial, though a worker's later trials reuse the compiled step.
+MIN_BATCHES = 5_000
 
 
 def should_compile(config: TrainConfig, device: torch.device, batches: int) -> bool:
@@ -39,6 +40,26 @@ def should_compile(config: TrainConfig, device: torch.device, batches: int) -> b
         return mode == "always"
     return (device.type == "cuda" and config.method == "full" and not config.training.gradient_checkpointing
             and batches >= MIN_BATCHES)
+
+
+def inductor_options(config: TrainConfig, device: torch.device, processes: int, varied_lengths: bool) -> dict:
+    """Inductor's settings for the compiled step.
+
+    - `triton.cudagraphs` (`training.cuda_graphs`, one GPU): the step replays as CUDA graphs, one a
+      batch shape, recorded the first time that shape comes (and again for a new model, whose weights
+      sit at other addresses). On an H200 at fixed lengths: 1.9x the samples/s of the compiled step
+      without them at bart-base size, 1.3x at gpt2, 1.5x at t5-base. Across processes (DDP) they are
+      not used: untried there.
+    - `shape_padding` off where lengths vary: inductor's matmul padding guards on the symbolic sizes
+      (`length * batch >= 768`), which retraced BART at the first short batch (16 samples/s on an
+      H200, against 462 without it).
+    """
+    options = {}
+    if config.training.cuda_graphs and device.type == "cuda" and processes == 1:
+        options["triton.cudagraphs"] = True
+    if varied_lengths:
+        options["shape_padding"] = False
+    return options
 
 
 def without_layerdrop(model: nn.Module) -> None:

@@ -49,6 +49,7 @@ class TrainingConfig:
     precision: str = "auto"  # bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
     compile: str = "auto"  # torch.compile the model; auto: where it pays (models/compiling.py)
+    cuda_graphs: bool = True  # a compiled step on one GPU replays as a CUDA graph (models/compiling.py)
     max_source_length: int = 512
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training

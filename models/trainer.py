@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from models.compiling import should_compile, with_constant_floats, without_layerdrop
+from models.compiling import inductor_options, should_compile, with_constant_floats, without_layerdrop
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, Split, collate, load_split
 from models.distributed import share, world_size
@@ -94,8 +94,9 @@ def batch_maker(model, family: Family, pad_id: int) -> Callable[[list[dict]], di
         # inductor puts on a compiled graph's symbolic lengths (`length % 8 == 0`, seen on the H200),
         # which would otherwise retrace it at the first batch of another length.
         batch = collate(rows, pad_id, multiple_of=8)
-        if keep_logits:
-            batch["logits_to_keep"] = batch["input_ids"].size(1) - min(len(r["prompt_ids"]) for r in rows) + 1
+        if keep_logits:  # rounded up to a multiple of 8 too: each count is one more shape to compile or record
+            length, prompt = batch["input_ids"].size(1), min(len(r["prompt_ids"]) for r in rows)
+            batch["logits_to_keep"] = min(length, math.ceil((length - prompt + 1) / 8) * 8)
         if not family.is_causal:
             batch["decoder_input_ids"] = hf_model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
         return batch
@@ -233,14 +234,21 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
 
     # One graph for the forward and its loss: the vocabulary-wide logits are not copied to fp32. Where
     # lengths vary, its shapes are symbolic from the first step: by default torch.compile retraces at
-    # each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200). Inductor's
-    # matmul padding is off there: it guards on the symbolic sizes (`length * batch >= 768`), which
-    # retraced BART at the first short batch (16 samples/s on an H200, against 462 without it).
+    # each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200).
     train_loss, smoothing = forward_loss, t.label_smoothing
+    options = inductor_options(config, device, accelerator.num_processes, varied_lengths) if compiled else {}
     if compiled:
         train_loss = with_constant_floats(torch.compile(forward_loss, dynamic=varied_lengths or None,
-                                                        options={"shape_padding": False} if varied_lengths else None))
+                                                        options=options or None))
         smoothing = torch.tensor(smoothing, device=device)  # searched: an input of the graph, not a constant
+    # A CUDA graph's outputs live in memory the next replay writes over: the backward's gradients too,
+    # which a second accumulated micro-batch would then overwrite. So they add into buffers of their own,
+    # zeroed rather than freed at each step.
+    keep_grads = "triton.cudagraphs" in options
+    if keep_grads:
+        for p in unwrapped.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
 
     @torch.compiler.set_stance("force_eager")  # see models/compiling.py
     def evaluate() -> dict[str, float]:
@@ -290,7 +298,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=not keep_grads)
             if window:
                 samples += len(batch["input_ids"]) * accelerator.num_processes
             if not accelerator.sync_gradients:

@@ -6,7 +6,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors import safe_open
 
-from models.compiling import MIN_BATCHES, should_compile, without_layerdrop
+from models.compiling import MIN_BATCHES, inductor_options, should_compile, without_layerdrop
 from models.data import load_split
 from models.families import get_family
 from models.generate import generate
@@ -99,6 +99,17 @@ def test_compile_auto_is_for_long_full_fine_tuning_on_a_gpu(tiny_config):
     assert not should_compile(config.override({"training.compile": "never"}), gpu, long)
 
 
+def test_cuda_graphs_replay_the_compiled_step_on_one_gpu_unless_turned_off(tiny_config):
+    config, _ = tiny_config("bart")
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert inductor_options(config, gpu, 1, varied_lengths=False) == {"triton.cudagraphs": True}
+    assert inductor_options(config, gpu, 1, varied_lengths=True) == {"triton.cudagraphs": True,
+                                                                      "shape_padding": False}
+    assert inductor_options(config, gpu, 2, varied_lengths=False) == {}  # data-parallel: not tried
+    assert inductor_options(config, cpu, 1, varied_lengths=False) == {}
+    assert inductor_options(config.override({"training.cuda_graphs": False}), gpu, 1, varied_lengths=False) == {}
+
+
 def test_the_model_autocasts_only_where_the_trainer_asks(tiny_config):
     """Generation runs in full precision; the training step and eval loss under `accelerator.autocast()`."""
     config, _ = tiny_config("t5")
@@ -164,6 +175,7 @@ def test_the_training_loss_is_the_models_own_loss(family, tiny_config):
     assert batch["input_ids"].size(1) % 8 == 0
     if fam.is_causal:
         assert 1 < batch["logits_to_keep"] < batch["input_ids"].size(1)
+        assert batch["logits_to_keep"] % 8 == 0  # few shapes: each is a compile, or a CUDA graph to record
     with torch.no_grad():
         ours = forward_loss(model, batch, fam.is_causal, smoothing=0.0)
         theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
