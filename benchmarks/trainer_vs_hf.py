@@ -40,6 +40,9 @@ from models.methods import load_tokenizer  # noqa: E402
 from models.trainer import release_memory, train  # noqa: E402
 
 BATCH, SOURCE, TARGET, LR = 16, 512, 128, 1e-4
+# Torch's own setting, for every HF run: our trainer turns cuDNN attention off for the rest of the
+# process on varied lengths (models/trainer.py), and a later HF round would inherit that.
+CUDNN_ATTENTION_DEFAULT = torch.backends.cuda.cudnn_sdp_enabled()
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -75,6 +78,7 @@ def run_hf(family: str, checkpoint: Path, train_csv: Path, steps: int, warmup: i
                               Seq2SeqTrainingArguments, TrainerCallback)
 
     fam = get_family(family)
+    torch.backends.cuda.enable_cudnn_sdp(CUDNN_ATTENTION_DEFAULT)
     tokenizer = load_tokenizer(str(checkpoint))  # with GPT-2's pad token set, as a trial's is
     rows = [{k: v for k, v in f.items() if k in ("input_ids", "labels")}
             for f in load_split(train_csv, tokenizer, fam, SOURCE, TARGET).features]

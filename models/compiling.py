@@ -23,9 +23,9 @@ from models.config import TrainConfig
 # On an H200 (benchmarks/README.md, batch 16, one graph each, CUDA graphs), against eager in the same
 # process: on the demo's varied lengths compiling took 77 s at bart-base size and 63 s at gpt2 size and
 # saved 18 and 17 ms a batch, so it paid after about 4,200 and 3,600 batches; at fixed full lengths
-# (eager from an earlier call) after 800-1,400 (t5-base: 89 s, 113 ms a batch). Auto waits for 5,000 batches, past the slowest
-# of these with a margin for the spread between runs (10-20%); t5-base on varied lengths was not
-# measured. It decides per trial, though a worker's later trials reuse the compiled step.
+# (eager from an earlier call) after 800-1,400 (t5-base: 89 s, 113 ms a batch). Auto waits for 5,000
+# batches, past the slowest of these with a margin for the spread between runs (10-20%); t5-base on
+# varied lengths was not measured. It decides per trial, though a worker's later trials reuse the step.
 MIN_BATCHES = 5_000
 
 
