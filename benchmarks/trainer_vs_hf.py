@@ -115,14 +115,14 @@ def run_hf(family: str, checkpoint: Path, train_csv: Path, steps: int, warmup: i
 def run_ours(family: str, checkpoint: Path, data: tuple[Path, Path], steps: int, setting: str,
              work: Path) -> dict:
     """`setting`: a `training.compile` value, "-nographs" added for `training.cuda_graphs: false`."""
-    compile_mode, _, graphs = setting.partition("-")
+    compile_mode, _, variant = setting.partition("-")
     config = TrainConfig().override({
         "model.architecture": family, "model.checkpoint": str(checkpoint), "method": "full",
         "training.batch_size": BATCH, "training.gradient_accumulation_steps": 1, "training.learning_rate": LR,
         "training.scheduler": "linear", "training.max_steps": steps, "training.eval_steps": steps,
         "training.max_source_length": SOURCE, "training.max_target_length": TARGET,
         "training.precision": "bf16" if torch.cuda.is_available() else "fp32", "training.compile": compile_mode,
-        "training.cuda_graphs": graphs != "nographs",
+        "training.cuda_graphs": variant != "nographs",
         "training.eval_subset": 0, "training.eval_batch_size": 16, "training.num_beams": 1,
         "training.generation_max_length": 8, "training.rouge_tokenize": "whitespace"})
     from torch._dynamo.utils import counters
