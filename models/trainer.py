@@ -235,9 +235,9 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     # One graph for the forward and its loss: the vocabulary-wide logits are not copied to fp32. Where
     # lengths vary, its shapes are symbolic from the first step: by default torch.compile retraces at
     # each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200).
-    train_loss, smoothing = forward_loss, t.label_smoothing
-    options = inductor_options(config, device, accelerator.num_processes, varied_lengths) if compiled else {}
+    train_loss, smoothing, options = forward_loss, t.label_smoothing, {}
     if compiled:
+        options = inductor_options(config, device, accelerator.num_processes, varied_lengths)
         train_loss = with_constant_floats(torch.compile(forward_loss, dynamic=varied_lengths or None,
                                                         options=options or None))
         smoothing = torch.tensor(smoothing, device=device)  # searched: an input of the graph, not a constant
