@@ -4,8 +4,9 @@
 
 Each setting runs the real `python -m search.run --gpus 0 --trials-per-gpu N` on the demo data with
 a bart-base-sized model (random weights: the compute is a real bart-base's) and times the whole
-study, process start-up included. With --mps, N > 1 is also run under CUDA MPS. Writes
-trials_per_gpu.json ({"speedup_at_4": ..., "runs": [...]}) and parallel.json (the N = 2 figure).
+study, process start-up included; "steady" figures count from the first trial's start to the last
+one's end. With --mps, N > 1 is also run under CUDA MPS. Writes trials_per_gpu.json
+({"speedup_at_4": ..., "runs": [...]}) and parallel.json (the N = 2 figure).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     db.unlink(missing_ok=True)
     cmd = search_command(space, checkpoint, trials, gpus, db, work / "outputs") + ["--trials-per-gpu", str(n)]
     cmd += ["--mps"] if mps else []
-    started = time.perf_counter()
+    launched, started = datetime.datetime.now(), time.perf_counter()  # optuna stamps trials with now()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode:
@@ -82,19 +83,40 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     # re-scoring of the best checkpoint, the study's bookkeeping.
     fixed_s = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs.get("train_seconds", 0)
                - t.user_attrs.get("eval_seconds", 0) for t in finished if t.datetime_complete]
+    # A trial's eval_seconds also holds saving each new best checkpoint and reporting to the study; its
+    # evals' own eval_seconds (in results/metrics.json) are the eval loss, generating and ROUGE alone.
+    generate_s = [sum(e["eval_seconds"] for e in trial_evals(work / "outputs" / "bench", t.number)) for t in finished]
+    # The study's steady pace: from the first trial's start to the last one's end, the workers' start-up
+    # (imports, CUDA, the study's checks) and the idle tail left out.
+    first_start = min(t.datetime_start for t in finished)
+    last_end = max(t.datetime_complete for t in finished)
+    busy = (last_end - first_start).total_seconds()
     return {"gpus": gpus, "workers": n * len(gpus.split(",")), "mps": mps, "trials": len(finished), "wall_seconds": seconds,
             "trials_per_hour": len(finished) / seconds * 3600,
+            "steady_trials_per_hour": len(finished) / busy * 3600,
+            "startup_seconds": (first_start - launched).total_seconds(),
+            "mean_trial_seconds": sum((t.datetime_complete - t.datetime_start).total_seconds()
+                                      for t in finished) / len(finished),
             "mean_trial_train_seconds": train_s / max(len(finished), 1),
             "mean_trial_fixed_seconds": sum(fixed_s) / max(len(fixed_s), 1),
+            "mean_trial_eval_seconds": sum(t.user_attrs.get("eval_seconds", 0) for t in finished) / max(len(finished), 1),
+            "mean_trial_generate_seconds": sum(generate_s) / max(len(generate_s), 1),
             "mean_trial_setup_seconds": sum(t.user_attrs.get("setup_seconds", 0) for t in finished) / max(len(finished), 1),
             "peak_memory_gb_per_trial": max(t.user_attrs.get("peak_memory_gb", 0) for t in finished)}
+
+
+def trial_evals(study_folder: Path, number: int) -> list[dict]:
+    metrics = study_folder / f"trial-{number:04d}" / "results" / "metrics.json"
+    return json.loads(metrics.read_text())["evals"] if metrics.is_file() else []
 
 
 def write_results(runs: list[dict], args) -> None:
     """Written after every setting, so a run cut short by its time limit keeps what finished."""
     base = next(r for r in runs if r["workers"] == 1)["trials_per_hour"]
+    steady_base = next(r for r in runs if r["workers"] == 1)["steady_trials_per_hour"]
     for r in runs:
         r["speedup"] = r["trials_per_hour"] / base
+        r["steady_speedup"] = r["steady_trials_per_hour"] / steady_base
     import torch
 
     meta = {"command": " ".join(["python3", *sys.argv]), "date": datetime.date.today().isoformat(),
@@ -103,18 +125,21 @@ def write_results(runs: list[dict], args) -> None:
             "batch_size": 16, "steps_per_trial": args.steps}
     one_gpu = [r for r in runs if r["gpus"] == "0"]
     best_at = {n: max((r["speedup"] for r in one_gpu if r["workers"] == n), default=None) for n in (2, 4)}
+    steady_at_4 = max((r["steady_speedup"] for r in one_gpu if r["workers"] == 4), default=None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "trials_per_gpu.json").write_text(json.dumps(
-        {"speedup_at_2": best_at[2], "speedup_at_4": best_at[4], "runs": runs, **meta}, indent=2))
+        {"speedup_at_2": best_at[2], "speedup_at_4": best_at[4], "steady_speedup_at_4": steady_at_4, "runs": runs,
+         **meta}, indent=2))
     shared = next((r for r in one_gpu if r["workers"] == 2 and not r["mps"]), None)
     spread = next((r for r in runs if r["gpus"] != "0"), None)
     if shared or spread:
         (args.out / "parallel.json").write_text(json.dumps(
             {"gpus": len(spread["gpus"].split(",")) if spread else 1, "speedup": (spread or shared)["speedup"],
              "two_workers_one_gpu_speedup": shared["speedup"] if shared else None, "runs": runs, **meta}, indent=2))
-    print(f"{'gpus':>5} {'workers':>7} {'mps':>4} {'trials/h':>9} {'speedup':>8}")
+    print(f"{'gpus':>5} {'workers':>7} {'mps':>5} {'trials/h':>9} {'speedup':>8} {'steady':>7}")
     for r in runs:
-        print(f"{r['gpus']:>5} {r['workers']:>7} {str(r['mps']):>4} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f}")
+        print(f"{r['gpus']:>5} {r['workers']:>7} {str(r['mps']):>5} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f} "
+              f"{r['steady_speedup']:>7.2f}")
 
 
 def main() -> int:
@@ -123,6 +148,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--mps", action="store_true", help="also run N > 1 under CUDA MPS")
+    parser.add_argument("--mps-only", action="store_true", help="with --mps, N > 1 under CUDA MPS alone")
     parser.add_argument("--multi-gpu", help="also one worker per GPU on these ids, e.g. 0,1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sumsweep-bench"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -131,7 +157,7 @@ def main() -> int:
     checkpoint = bart_base_checkpoint(args.work / "bart-base-random")
     space = space_file(args.work, args.steps)
     runs = []
-    for n in args.workers:
+    for n in [n for n in args.workers if n == 1 or not args.mps_only]:
         runs.append(run(n, args.trials, space, checkpoint, args.work, mps=False))
         print(json.dumps(runs[-1]), flush=True)
         write_results(runs, args)

@@ -101,6 +101,13 @@ def build_model(config: TrainConfig, family: Family, device: torch.device, compu
             bnb_4bit_compute_dtype=compute_dtype)
         kwargs["device_map"] = {"": device}  # 4-bit weights are placed at load and never moved
     model = load_pretrained(auto, checkpoint, **kwargs)
+    if method == "qlora" and device.type == "cpu":
+        # On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for inference at its first forward
+        # in eval mode, and keeps it so: the training step after an eval then fails ("a view of a leaf
+        # Variable that requires grad is being used in an in-place operation") unless a save unpacked it.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     if method == "full":
         if config.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,7 +1,7 @@
 """One training run: train(config, data, report) -> Result. The Accelerate loop, read top to bottom.
 
-setup (model, data, optimizer) -> train, evaluating every `eval_steps` optimizer steps and saving
-the best checkpoint -> final evaluation of the best checkpoint on the whole dev set -> cleanup.
+setup (model, data, optimizer) -> train, evaluating every `eval_steps` optimizer steps and keeping
+the best weights -> save the best checkpoint -> final evaluation of it on the whole dev set -> cleanup.
 `report(step, metrics)` is called after every evaluation; when it returns True the run stops
 early (that is how the search prunes), and this package never hears of Optuna.
 """
@@ -50,7 +50,7 @@ class Result:
     steps: int
     stopped_early: bool
     train_seconds: float
-    eval_seconds: float  # evaluating, saving each new best checkpoint and reporting
+    eval_seconds: float  # evaluating, keeping each new best's weights and reporting
     peak_memory_gb: float  # GPU memory allocated at peak; on CPU the process's peak resident size
     checkpoint: str | None
     samples_per_second: float = 0.0  # training rows per second once warmed up (compiled), evals left out
@@ -276,6 +276,11 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    # The best eval's weights are copied to host memory and written to disk once, after training, not at
+    # every new best (most evals of a climbing run are one): a bart-base checkpoint takes about a second to
+    # write. Only rank 0 saves, so only it keeps them.
+    best_weights = BestWeights(unwrapped)
+
     # -- train ---------------------------------------------------------------------------
     best_dir = output_dir / "best"
     best_value, best_step, step, evals, stopped = -math.inf, 0, 0, [], False
@@ -335,8 +340,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 if metrics[t.metric] > best_value:
                     best_value, best_step = metrics[t.metric], step
                     if accelerator.is_main_process:
-                        save_checkpoint(unwrapped, tokenizer, config, best_dir)
-                    accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ early
+                        best_weights.keep()
                 if report is not None and report(step, {k: v for k, v in metrics.items() if k != "eval_seconds"}):
                     stopped = True
                 eval_seconds += time.perf_counter() - eval_started
@@ -350,8 +354,12 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
 
-    # -- cleanup, then the final evaluation of what was kept ------------------------------
-    del model, unwrapped, optimizer, scheduler, loader, model_batch
+    # -- save the best checkpoint, clean up, then the final evaluation of what was kept -----
+    if accelerator.is_main_process and best_step:
+        best_weights.restore()
+        save_checkpoint(unwrapped, tokenizer, config, best_dir)
+    accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ before it is written
+    del model, unwrapped, optimizer, scheduler, loader, model_batch, best_weights
     accelerator.free_memory()
     release_memory()
     best = next(e for e in evals if e["step"] == best_step)
@@ -367,6 +375,27 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         writer.close()
         write_results(result, config, output_dir / "results")
     return result
+
+
+class BestWeights:
+    """A copy, in host memory, of a model's trainable weights (all of them, or a PEFT model's adapters)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.kept: list[torch.Tensor] = []
+
+    def keep(self) -> None:
+        # Into pinned buffers allocated once, without waiting: the copies queue on the stream before the
+        # next step's updates, and `restore` reads them back through the same stream.
+        if not self.kept:
+            self.kept = [torch.empty(p.shape, dtype=p.dtype, pin_memory=p.is_cuda) for p in self.params]
+        for kept, param in zip(self.kept, self.params):
+            kept.copy_(param.detach(), non_blocking=True)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for param, kept in zip(self.params, self.kept, strict=True):
+                param.copy_(kept)
 
 
 def without_autocast_wrapper(model) -> None:

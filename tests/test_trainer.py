@@ -9,7 +9,7 @@ from safetensors import safe_open
 from models.compiling import MIN_BATCHES, inductor_options, should_compile, without_layerdrop
 from models.data import load_split
 from models.families import get_family
-from models.generate import generate
+from models.generate import generate, load_checkpoint
 from models.methods import build_model
 from models.metrics import rouge
 from models.trainer import batch_maker, forward_loss, smoothed_cross_entropy, train, without_autocast_wrapper
@@ -52,6 +52,22 @@ def test_report_can_stop_training_early(tiny_config, tmp_path):
     assert result.stopped_early and result.steps == 20
     assert [s for s, _ in seen] == [10, 20]
     assert {"rouge1", "rouge2", "rougeL", "mean", "eval_loss"} <= seen[0][1]
+
+
+def test_the_saved_checkpoint_holds_the_best_evals_weights_not_the_last_steps(tiny_config, tmp_path):
+    # At this learning rate the tiny gpt2's ROUGE peaks at the first eval and falls after, while
+    # its eval loss goes on falling: the two checkpoints tell apart by their loss.
+    config, assets = tiny_config("gpt2", training__max_steps=30, training__learning_rate=0.1,
+                                 training__warmup_ratio=0.0, training__rouge_tokenize="whitespace")
+    result = train(config, assets.train, assets.dev, tmp_path, progress=False)
+    best, last = next(e for e in result.evals if e["step"] == result.best_step), result.evals[-1]
+    assert result.best_step < result.steps and best["eval_loss"] > last["eval_loss"] + 0.5
+    model, tokenizer, family, saved = load_checkpoint(tmp_path / "best", torch.device("cpu"))
+    t = saved.training
+    dev = load_split(assets.dev, tokenizer, family, t.max_source_length, t.max_target_length)
+    batch = batch_maker(model, family, tokenizer.pad_token_id)(dev.features[:t.eval_subset])
+    with torch.no_grad():
+        assert forward_loss(model, batch, family.is_causal, 0.0).item() == pytest.approx(best["eval_loss"], abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["t5", "gpt2"])
