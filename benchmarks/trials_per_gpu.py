@@ -83,7 +83,7 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     # re-scoring of the best checkpoint, the study's bookkeeping.
     fixed_s = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs.get("train_seconds", 0)
                - t.user_attrs.get("eval_seconds", 0) for t in finished if t.datetime_complete]
-    # A trial's eval_seconds also holds saving each new best checkpoint and reporting to the study; its
+    # A trial's eval_seconds also holds keeping each new best's weights and reporting to the study; its
     # evals' own eval_seconds (in results/metrics.json) are the eval loss, generating and ROUGE alone.
     generate_s = [sum(e["eval_seconds"] for e in trial_evals(work / "outputs" / "bench", t.number)) for t in finished]
     # The study's steady pace: from the first trial's start to the last one's end, the workers' start-up
