@@ -22,6 +22,7 @@ from models.demo import DEMO_OVERRIDES, demo_assets
 from models.distributed import leave, rank, share, world_size
 from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
+from search.interrupts import HeldInterrupt
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.sinks import WandbRuns
 from search.space import SPACES_DIR, Space
@@ -156,10 +157,11 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()
-    study.optimize(objective, n_trials=remaining, timeout=args.timeout, catch=catch,
-                   callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
-                              keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
-                              progress])
+    with HeldInterrupt().installed() as interrupt:
+        study.optimize(interrupt.guard(objective), n_trials=remaining, timeout=args.timeout, catch=catch,
+                       callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
+                                  keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                                  progress, interrupt.after_trial])
     if wandb and wandb.upload_hint():
         print(wandb.upload_hint())
     return study

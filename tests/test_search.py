@@ -1,5 +1,7 @@
 """The search over every storage backend: scenarios with a stand-in trainer, then the real thing end to end."""
 import math
+import os
+import signal
 from pathlib import Path
 
 import optuna
@@ -74,6 +76,43 @@ def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_nam
                       data(tmp_path), study_name, train_fn=fake_train)
     kept = sorted(p.parent.name for p in (tmp_path / "outputs" / study_name).glob("trial-*/best"))
     assert kept == [f"trial-{study.best_trial.number:04d}"]
+
+
+def ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_while_optuna_creates_a_trial_fails_that_trial(storage_url, tmp_path, study_name, monkeypatch):
+    ask = optuna.Study.ask
+
+    def ask_then_ctrl_c(study, *args, **kwargs):
+        trial = ask(study, *args, **kwargs)  # RUNNING in the storage from here on
+        ctrl_c()
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(args_for(storage_url, tmp_path, "--trials", "3"), Space.for_family("t5"), data(tmp_path),
+                  study_name, train_fn=fake_train)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_ctrl_c_while_optuna_records_a_trial_lets_it_finish_then_stops(storage_url, tmp_path, study_name,
+                                                                       monkeypatch):
+    record = optuna.storages.RDBStorage.set_trial_state_values
+
+    def ctrl_c_then_record(storage, trial_id, state, values=None):
+        if state.is_finished():
+            ctrl_c()
+        return record(storage, trial_id, state, values)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", ctrl_c_then_record)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(args_for(storage_url, tmp_path, "--trials", "3"), Space.for_family("t5"), data(tmp_path),
+                  study_name, train_fn=fake_train)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
 
 def test_every_sampler_runs_a_study(storage_url, tmp_path, study_name):

@@ -145,14 +145,8 @@ def test_ctrl_c_leaves_no_running_trial_and_the_rerun_goes_on(tmp_path):
 
 
 def _running(url: str) -> bool:
-    """A trial is inside the objective: it has recorded its worker, which the objective does first.
-
-    A Ctrl-C between `study.ask()` creating a trial and Optuna calling the objective escapes Optuna's
-    handling and leaves that trial RUNNING, and as it has no heartbeat yet no later run fails it as
-    stale. That window lasts milliseconds, a trial minutes; this test is about the trial.
-    """
     storage = open_storage(url)
     if "ctrlc" not in study_names(storage):
         return False
     study = optuna.load_study(study_name="ctrlc", storage=storage)
-    return any(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
