@@ -9,8 +9,8 @@ next objective starts (that trial is then recorded as failed) or once the finish
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import optuna
 
