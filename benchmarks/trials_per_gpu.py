@@ -112,11 +112,10 @@ def trial_evals(study_folder: Path, number: int) -> list[dict]:
 
 def write_results(runs: list[dict], args) -> None:
     """Written after every setting, so a run cut short by its time limit keeps what finished."""
-    base = next(r for r in runs if r["workers"] == 1)["trials_per_hour"]
-    steady_base = next(r for r in runs if r["workers"] == 1)["steady_trials_per_hour"]
+    base = next(r for r in runs if r["workers"] == 1)
     for r in runs:
-        r["speedup"] = r["trials_per_hour"] / base
-        r["steady_speedup"] = r["steady_trials_per_hour"] / steady_base
+        r["speedup"] = r["trials_per_hour"] / base["trials_per_hour"]
+        r["steady_speedup"] = r["steady_trials_per_hour"] / base["steady_trials_per_hour"]
     import torch
 
     meta = {"command": " ".join(["python3", *sys.argv]), "date": datetime.date.today().isoformat(),
