@@ -5,7 +5,7 @@ rewritten after every part and after every trial of `memory`, so a run cut short
 
 * memory: N trials in ONE process through the real search path: `search.objective.Objective`
   (wandb=None) driven by a real Optuna study in a temporary SQLite file opened by
-  `search.run.open_study` (trial 0 = the space's defaults, TPE after it), with the same
+  `search.study.open_study` (trial 0 = the space's defaults, TPE after it), with the same
   `study.optimize(..., catch=(Exception,))` and `keep_best_checkpoint` callback as `search.run`.
   bart-base-sized model (random weights), demo data, batch 16, 24 steps, an eval every 8 steps.
   Pruned trials: a successive-halving pruner judged from the first eval (min_resource = eval_steps),
@@ -191,14 +191,14 @@ def memory_space(folder: Path, checkpoint: Path, s: dict) -> Path:
 
 
 def open_memory_study(space, folder: Path, seed: int):
-    """search.run.open_study on a temporary SQLite file (WAL, heartbeats, trial 0 = the defaults queued).
+    """search.study.open_study on a temporary SQLite file (WAL, heartbeats, trial 0 = the defaults queued).
 
     search.storage needs sqlalchemy; without it, Optuna's in-memory storage with search.run's TPE settings.
     """
     import optuna
 
     try:
-        from search.run import open_study
+        from search.study import open_study
         from search.storage import GRACE_SECONDS, HEARTBEAT_SECONDS
     except ImportError as err:
         print(f"memory: the search's storage cannot be imported ({err}); using Optuna's in-memory storage",
@@ -285,7 +285,7 @@ def part_memory(args, device: torch.device, s: dict, publish) -> dict:
     before["live_models"] = live_models()
     rows: list[dict] = []
     result = {"what": "N trials in one process: search.objective.Objective (wandb=None) driven by study.optimize "
-                      "(catch=(Exception,), keep_best_checkpoint) on a study opened by search.run.open_study",
+                      "(catch=(Exception,), keep_best_checkpoint) on a study opened by search.study.open_study",
               "storage": storage, "trials_asked": n,
               "model": f"bart-{'tiny' if args.tiny else 'base'} size, random weights ({checkpoint.name})",
               "data": {"train": str(assets.train), "dev": str(dev)},

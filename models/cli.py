@@ -6,12 +6,7 @@ import os
 import sys
 from typing import Callable
 
-from models.config import ConfigError
-from models.data import DataError
-from models.families import UnknownFamily
-from models.methods import CheckpointError
-
-USER_ERRORS = (ConfigError, DataError, UnknownFamily, CheckpointError)
+from models.errors import USER_ERRORS
 
 
 def quiet_libraries() -> None:

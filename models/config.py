@@ -15,11 +15,8 @@ from typing import Any
 
 import yaml
 
+from models.errors import ConfigError
 from models.families import FAMILIES
-
-
-class ConfigError(ValueError):
-    """A config that cannot be trained; the message names the key and the fix."""
 
 
 METHODS = ("full", "lora", "qlora", "unsloth")

@@ -11,13 +11,10 @@ from pathlib import Path
 
 import torch
 
+from models.errors import DataError
 from models.families import Family
 
 REQUIRED = ("fname", "dialogue")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, the problem and the fix."""
 
 
 @dataclass

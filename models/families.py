@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.errors import UnknownFamily
+
 
 @dataclass(frozen=True)
 class Family:
@@ -39,10 +41,6 @@ FAMILIES: dict[str, Family] = {
         Family("llm", "causal", (), _LLM_TARGETS, separator=_CAUSAL_SEPARATOR),
     )
 }
-
-
-class UnknownFamily(ValueError):
-    pass
 
 
 def get_family(name: str) -> Family:

@@ -8,8 +8,9 @@ import torch
 
 from models.config import TrainConfig
 from models.data import collate
+from models.errors import CheckpointError
 from models.families import Family, get_family
-from models.methods import CheckpointError, load_pretrained, load_tokenizer
+from models.methods import load_pretrained, load_tokenizer
 
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
 

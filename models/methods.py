@@ -11,14 +11,11 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
 
-from models.config import ConfigError, TrainConfig
+from models.config import TrainConfig
+from models.errors import CheckpointError, ConfigError
 from models.families import Family
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message says why and what to pass instead."""
 
 
 def load_tokenizer(checkpoint: str):

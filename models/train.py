@@ -8,7 +8,8 @@ import argparse
 from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
-from models.config import ConfigError, TrainConfig
+from models.config import TrainConfig
+from models.errors import ConfigError
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -20,9 +20,10 @@ from optuna.trial import TrialState, create_trial
 
 from models.cli import quiet_libraries, run_cli
 from search.objective import Objective, keep_best_checkpoint
-from search.run import build_parser, open_study, prepare
+from search.run import build_parser, load_spaces
 from search.sinks import WandbRuns
 from search.space import Space, SpaceError, within
+from search.study import open_study, prepare
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     options, given = split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(options)
     quiet_libraries()
-    space, data, name = prepare(args, None if args.space else args.family)
+    [space] = load_spaces(args)
+    data, name = prepare(args, space)
     params = sweep_params(given, space)
     study = open_study(args, space, name, queue_baseline=False)
     run_name = f"sweep-{os.environ.get('WANDB_RUN_ID') or uuid.uuid4().hex[:8]}"

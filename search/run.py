@@ -7,63 +7,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-import optuna
-from optuna.trial import TrialState
-
 from models.cli import quiet_libraries, run_cli
-from models.config import ConfigError
-from models.data import read_rows
-from models.demo import DEMO_OVERRIDES, demo_assets
-from models.distributed import leave, rank, share, world_size
-from models.methods import check_method_possible, load_tokenizer
-from models.trainer import model_name, train
-from search.interrupts import HeldInterrupt
-from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
-from search.sinks import WandbRuns
+from models.errors import ConfigError
 from search.space import SPACES_DIR, Space
-from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url, open_storage, redact
-from search.summary import best_lines, short, write_report
-from search.workers import check_mps, cuda_mps, run_workers
+from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url
+from search.summary import print_report
+from search.workers import Workers, check_mps, cuda_mps
+
+# This module imports nothing that imports torch: search/study.py does, and it is imported only once any
+# worker processes have started (search_with_workers says why).
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "sha", "wilcoxon", "none")
 METRICS = ("mean", "rouge1", "rouge2", "rougeL")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    return {
-        # Trials cost minutes, so TPE starts modelling after 5 random ones (its default waits for 10);
-        # multivariate + group model the parameters jointly and handle the LoRA-only ones.
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
-    }[name]()
-
-
-def make_pruner(name: str, eval_steps: int) -> optuna.pruners.BasePruner:
-    """Resources are optimizer steps; a trial reports at every eval (every `eval_steps` steps).
-
-    No trial is judged before its third eval: ROUGE after one or two evals mostly measures how fast
-    a model learns to stop generating, not how good it will be.
-    """
-    first_judged = 3 * eval_steps
-    return {
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first_judged, reduction_factor=3),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first_judged - 1),
-        "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first_judged),
-        "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
-        "none": optuna.pruners.NopPruner,
-    }[name]()
 
 
 # `all` is the design document's six; `llm` needs a checkpoint made by scripts/install_llm.py first.
@@ -80,91 +39,9 @@ def parse_families(text: str) -> list[str]:
     return families
 
 
-def prepare(args, family: str | None) -> tuple[Space, Data, str]:
-    """Everything that can be wrong with the input, found before any study is touched."""
-    space = Space.load(args.space) if args.space else Space.for_family(family)
-    family = space.family
-    if args.demo:
-        assets = demo_assets(family)
-        for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
-            space.fix(key, value)
-        data = Data(Path(args.train_data or assets.train), Path(args.val_data or assets.dev))
-    elif args.train_data and args.val_data:
-        data = Data(Path(args.train_data), Path(args.val_data))
-    else:
-        raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
-    if args.checkpoint:
-        space.fix("model.checkpoint", args.checkpoint)
-    if args.method:
-        space.fix("method", args.method)
-    read_rows(data.train, need_summary=True)
-    read_rows(data.val, need_summary=True)
-    method_param = next((p for p in space.params if p.name == "method"), None)
-    for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
-        check_method_possible(method)
-    checkpoint = space.defaults.model.checkpoint
-    load_tokenizer(checkpoint)  # a checkpoint that is neither local nor reachable fails here, not in trial 0
-    name = args.study or f"{family}-{'demo' if args.demo else model_name(checkpoint)}"
-    return space, data, name
-
-
-def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> optuna.Study:
-    """Load the study, or create it with trial 0 (the space's defaults) queued first.
-
-    A sweep agent passes queue_baseline=False: it never asks the study for a trial, so a queued one
-    would wait forever.
-    """
-    storage = open_storage(args.storage, args.heartbeat, args.grace_period)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(args.sampler, space, args.seed),
-                                pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
-    if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
-        study.set_user_attr("family", space.family)
-        study.set_user_attr("space", str(space.path))
-        study.set_user_attr("metric", args.metric)
-        study.set_user_attr("checkpoint", space.defaults.model.checkpoint)
-        if queue_baseline:
-            study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
-    return study
-
-
-def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
-    study = open_study(args, space, name)
-    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-    remaining = args.trials - done
-    print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
-          f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
-    if remaining <= 0:
-        return study
-
-    started = {"t": time.perf_counter()}
-
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        elapsed = time.perf_counter() - started["t"]
-        started["t"] = time.perf_counter()
-        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        value = f"{args.metric}={trial.value:.4f}" if trial.value is not None else \
-            f"at step {max(trial.intermediate_values, default=0)}" if trial.state == TrialState.PRUNED else ""
-        try:
-            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
-        except ValueError:
-            best = "no best yet"
-        print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
-              f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
-
-    wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
-    # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
-    # that no message reaches, and the launcher ends them when rank 0 exits with an error.
-    catch = (Exception,) if world_size() == 1 else ()
-    with HeldInterrupt().installed() as interrupt:
-        study.optimize(interrupt.guard(objective), n_trials=remaining, timeout=args.timeout, catch=catch,
-                       callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
-                                  keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
-                                  progress, interrupt.after_trial])
-    if wandb and wandb.upload_hint():
-        print(wandb.upload_hint())
-    return study
+def load_spaces(args) -> list[Space]:
+    """--space's file, or the space file of each --family."""
+    return [Space.load(args.space)] if args.space else [Space.for_family(f) for f in parse_families(args.family)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
-    """This command for one worker: one family's space and study, without the worker options."""
+def worker_argv(argv: list[str], space: Space) -> list[str]:
+    """This command for one worker: one family's space, without the worker options. The worker names the
+    study from the same options as this process, so both open the same one."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "study", "worker")
+    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "worker")
     out = []
     for action in parser._actions:
         value = args.get(action.dest)
@@ -217,7 +95,7 @@ def worker_argv(argv: list[str], space: Space, study: str) -> list[str]:
             out += [flag] if value else []
         else:
             out += [flag, str(value)]
-    return out + ["--space", str(space.path), "--study", study]
+    return out + ["--space", str(space.path)]
 
 
 def check_gpus_per_trial(gpus: list[str], per_trial: int, per_gpu: int) -> None:
@@ -235,9 +113,8 @@ def check_gpus_per_trial(gpus: list[str], per_trial: int, per_gpu: int) -> None:
                           "a trial over several GPUs has them to itself")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+def check_options(args) -> list[str]:
+    """The options' own mistakes, found before anything starts; returns the --gpus list."""
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
     check_url(args.storage)
@@ -249,41 +126,53 @@ def main(argv: list[str] | None = None) -> int:
         if not gpus:
             raise ConfigError("--mps shares a GPU between workers, so it needs --gpus (and --trials-per-gpu 2 or more)")
         check_mps()
-    quiet_libraries()
+    return gpus
 
-    families = [None] if args.space else parse_families(args.family)
-    prepared = [prepare(args, family) for family in families]  # every family's input checked before any study
-    if rank() > 0:  # one of a worker's processes under accelerate launch: it trains what rank 0 shares
-        for space, data, _ in prepared:
-            Objective(space, data, Path(args.output_root), metric=args.metric).follow()
-        leave()
-        return 0
-    # Started before any study is opened: if it cannot start, nothing is written.
-    with cuda_mps() if args.mps else nullcontext():
-        for space, data, name in prepared:
-            try:
-                if gpus:
-                    open_study(args, space, name)  # created once here, so trial 0 is queued once
-                    code = run_workers(worker_argv(argv, space, name), gpus, args.trials_per_gpu, args.gpus_per_trial)
-                    if code:
-                        return code
-                    study = open_study(args, space, name)
-                else:
-                    study = run_study(args, space, data, name)
-                    share(None)  # the study is over: the other ranks stop following
-                if args.worker:
-                    continue
-            except KeyboardInterrupt:
-                print("\ninterrupted: the running trial is recorded as failed; run the same command to go on",
-                      file=sys.stderr)
-                return 130
-            report = write_report(study, Path(args.output_root) / name)
-            print("\n".join(best_lines(study)))
-            print(f"report: {report}/summary.txt")
-    leave()
-    if args.storage.startswith("sqlite:///"):
-        print(f"look at it: optuna-dashboard {args.storage}")
+
+def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Space]) -> int:
+    """Each study's trials trained by worker processes (search/workers.py), on one study in the storage.
+
+    A process's start-up is mostly importing torch and transformers (15 s on the H200 host). This process
+    needs them too, to check the input before it creates the study. So the first study's workers start
+    before this process imports them, and open the study once it exists: the imports happen side by side.
+    """
+    first = Workers(worker_argv(argv, spaces[0]), gpus, args.trials_per_gpu, args.gpus_per_trial)
+    with first:
+        from search.study import open_study, prepare
+
+        quiet_libraries()
+        names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
+        for space, name in zip(spaces, names):
+            open_study(args, space, name)  # created once here, so trial 0 is queued once
+            workers = first if space is spaces[0] else \
+                Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
+            code = workers.run()
+            if code:
+                return code
+            print_report(open_study(args, space, name), Path(args.output_root) / name)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    gpus = check_options(args)
+    spaces = load_spaces(args)
+    try:
+        if gpus:
+            # Started before any study is opened: if it cannot start, nothing is written.
+            with cuda_mps() if args.mps else nullcontext():
+                code = search_with_workers(args, argv, gpus, spaces)
+        else:
+            from search.study import search
+
+            code = search(args, spaces)
+    except KeyboardInterrupt:
+        print("\ninterrupted: a running trial is recorded as failed; run the same command to go on", file=sys.stderr)
+        return 130
+    if code == 0 and not args.worker and args.storage.startswith("sqlite:///"):
+        print(f"look at it: optuna-dashboard {args.storage}")
+    return code
 
 
 if __name__ == "__main__":

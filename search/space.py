@@ -14,7 +14,8 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from models.config import ConfigError, TrainConfig
+from models.config import TrainConfig
+from models.errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 

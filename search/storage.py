@@ -15,7 +15,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from models.config import ConfigError
+from models.errors import ConfigError
 
 DEFAULT_URL = "sqlite:///studies.db"
 HEARTBEAT_SECONDS = 30

@@ -51,7 +51,7 @@ def best_lines(study: optuna.Study, top: int = 5) -> list[str]:
     return lines
 
 
-def write_report(study: optuna.Study, folder: Path) -> Path:
+def write_report(study: optuna.Study, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     states = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False):
@@ -64,4 +64,10 @@ def write_report(study: optuna.Study, folder: Path) -> Path:
             plot(study).write_html(folder / name, include_plotlyjs="cdn")
         except (ValueError, RuntimeError, ImportError) as err:  # importances need two completed trials
             log.debug("skipped %s: %s", name, err)
-    return folder
+
+
+def print_report(study: optuna.Study, folder: Path) -> None:
+    """The report written, and its best lines shown: what a user sees when a study's command ends."""
+    write_report(study, folder)
+    print("\n".join(best_lines(study)))
+    print(f"report: {folder}/summary.txt")

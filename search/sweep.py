@@ -14,10 +14,11 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from models.cli import quiet_libraries, run_cli
-from models.config import ConfigError
-from search.run import build_parser, prepare
+from models.errors import ConfigError
+from search.run import build_parser, load_spaces
 from search.space import Space
 from search.storage import anchored, redact
+from search.study import prepare
 
 
 def wandb_parameter(distribution) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if "," in args.family or args.family == "all":
         raise ConfigError("a sweep covers one family; pass --family with one name")
     quiet_libraries()
-    space, _, study = prepare(args, None if args.space else args.family)
+    [space] = load_spaces(args)
+    _, study = prepare(args, space)
     # Absolute paths: each agent runs the command from wherever `wandb agent` was started.
     agent_args = ["--family", space.family, "--study", study, "--storage", anchored(args.storage),
                   "--metric", args.metric, "--output-root", str(Path(args.output_root).resolve()),

@@ -1,7 +1,7 @@
 """Several trials at once on one study: one worker process per GPU slot, or per group of GPUs.
 
 Each worker is `python -m search.run` itself, with CUDA_VISIBLE_DEVICES set to its GPU; the study
-in the storage is what they share (create it first, so trial 0 is queued exactly once). With
+in the storage is what they share (the parent creates it, so trial 0 is queued exactly once). With
 --gpus-per-trial N, each group of N GPUs gets one worker started by `accelerate launch` with N
 processes, which train each trial together (data parallel; see models.distributed). Their lines
 are shown together, prefixed by the slot; Ctrl-C reaches every worker (accelerate's launcher
@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from models.config import ConfigError
+from models.errors import ConfigError
 
 MPS_CONTROL = "nvidia-cuda-mps-control"  # ships with NVIDIA's driver
 
@@ -90,32 +90,70 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def run_workers(argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1) -> int:
-    procs: list[subprocess.Popen] = []
-    printers = []
-    workers = slots(gpus, per_gpu, per_trial)
-    threads = cpu_threads(len(workers) * per_trial)
-    for (name, devices), port in zip(workers, free_ports(len(workers))):
-        env = {"OMP_NUM_THREADS": threads, **os.environ, "CUDA_VISIBLE_DEVICES": devices, "SUMSWEEP_WORKER": name,
-               "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        printers.append(threading.Thread(target=_prefix_lines, args=(proc, name), daemon=True))
-        printers[-1].start()
-    try:
-        codes = [proc.wait() for proc in procs]
-    except KeyboardInterrupt:
-        for proc in procs:  # they run in their own sessions, so the terminal's Ctrl-C reaches us alone
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            proc.wait()
-        raise
-    finally:
-        for printer in printers:
-            printer.join(timeout=5)
-    return exit_code(codes)
+GO = "go\n"  # a worker's stdin: the study exists, open it (an end of file instead: its parent is gone)
+
+
+class Workers:
+    """The worker processes of one study, started before the study exists.
+
+    Starting a worker is mostly importing torch and transformers (15 s on the H200 host). The parent
+    needs them too, to check the input before it creates the study; so the workers start first, import
+    them at the same time as the parent, and wait for `run` before they open the study. Leaving the
+    `with` block without `run` (the input was wrong, or Ctrl-C) stops them with the study untouched.
+    """
+
+    def __init__(self, argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1):
+        self.procs: list[subprocess.Popen] = []
+        self.printers: list[threading.Thread] = []
+        self.released = False
+        workers = slots(gpus, per_gpu, per_trial)
+        threads = cpu_threads(len(workers) * per_trial)
+        for (name, devices), port in zip(workers, free_ports(len(workers))):
+            env = {"OMP_NUM_THREADS": threads, **os.environ, "CUDA_VISIBLE_DEVICES": devices,
+                   "SUMSWEEP_WORKER": name, "PYTHONUNBUFFERED": "1"}
+            proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs.append(proc)
+            self.printers.append(threading.Thread(target=_prefix_lines, args=(proc, name), daemon=True))
+            self.printers[-1].start()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.released:
+            for proc in self.procs:
+                proc.terminate()
+            for proc in self.procs:
+                proc.wait()
+
+    def run(self) -> int:
+        """Let the workers open the study; their exit code once all have ended."""
+        self.released = True
+        for proc in self.procs:
+            try:
+                proc.stdin.write(GO)
+                proc.stdin.close()
+            except BrokenPipeError:  # it has ended already; its exit code says how
+                pass
+        try:
+            codes = [proc.wait() for proc in self.procs]
+        except KeyboardInterrupt:
+            for proc in self.procs:  # they run in their own sessions, so the terminal's Ctrl-C reaches us alone
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            for proc in self.procs:
+                proc.wait()
+            raise
+        finally:
+            for printer in self.printers:
+                printer.join(timeout=5)
+        return exit_code(codes)
+
+
+def wait_to_go() -> bool:
+    """In a worker: wait for its parent's word to open the study. False if the parent ended without it."""
+    return sys.stdin.readline() == GO
 
 
 def exit_code(codes: list[int]) -> int:

@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from models.config import ConfigError, TrainConfig
+from models.config import TrainConfig
+from models.errors import ConfigError
 from search.space import SPACES_DIR
 
 # family: (learning_rate, batch_size, gradient_accumulation_steps, scheduler) from the design document

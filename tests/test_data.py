@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import models.data
-from models.data import DataError, LengthGroupedBatches, collate, load_split, read_rows
+from models.data import LengthGroupedBatches, collate, load_split, read_rows
+from models.errors import DataError
 from models.families import FAMILIES
 
 DIALOGUE = "#Person1#: 내일 회의는 몇 시에 해요?\n#Person2#: 오후 3시에 3층 회의실에서 해요."

@@ -84,6 +84,40 @@ def test_workers_share_out_the_cores_between_their_processes(monkeypatch):
     assert cpu_threads(32) == "1"
 
 
+def test_the_command_starts_its_workers_before_it_imports_torch():
+    """search.run starts the workers first; search.study (torch, transformers) is imported after."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, search.run; "
+                             "print(sorted({'torch', 'transformers'} & set(sys.modules)))"],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_input_found_wrong_once_the_workers_started_stops_them_and_writes_no_study(tmp_path):
+    """The workers start before the parent has checked the data (they import torch meanwhile)."""
+    import psutil
+
+    missing = str(tmp_path / "missing.csv")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    done = subprocess.run([sys.executable, "-m", "search.run", "--space", str(quick_space(tmp_path)), "--train-data",
+                           missing, "--val-data", missing, "--storage", url, "--gpus", "0,1", "--no-wandb"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: data file {missing} does not exist") and done.stderr.count("\n") == 1
+    assert "[gpu" not in done.stdout
+    assert not (tmp_path / "studies.db").exists() or not study_names(open_storage(url))
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert left == [], "workers outlived the search that started them"
+
+
+def test_a_worker_whose_search_ends_before_the_study_exists_leaves_the_storage_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    done = subprocess.run([sys.executable, "-m", "search.run", "--demo", "--space", str(quick_space(tmp_path)),
+                           "--storage", url, "--study", "orphan", "--no-wandb", "--worker"],
+                          cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "ended before its study was ready" in done.stderr, done.stdout + done.stderr
+    assert not (tmp_path / "studies.db").exists() or not study_names(open_storage(url))
+
+
 BAD = {
     "odd count": (["--gpus", "0,1,2", "--gpus-per-trial", "2"], "--gpus 0,1,2 cannot be split into groups of"),
     "zero": (["--gpus", "0,1", "--gpus-per-trial", "0"], "--gpus-per-trial 0"),

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from models.config import ConfigError
+from models.errors import ConfigError
 from models.families import get_family
 from models.methods import build_model, check_method_possible
 
@@ -27,7 +27,7 @@ def test_targets_that_match_nothing_are_an_error(tiny_config):
 
 
 def test_a_checkpoint_of_the_wrong_kind_names_the_fix(tiny_config):
-    from models.methods import CheckpointError
+    from models.errors import CheckpointError
 
     config, _ = tiny_config("gpt2")
     with pytest.raises(CheckpointError, match="not a sequence-to-sequence model.*model.architecture"):

@@ -10,10 +10,11 @@ import yaml
 from optuna.trial import TrialState
 
 from models.trainer import Result
-from search.run import build_parser, main, run_study
+from search.run import build_parser, main
 from search.space import SPACES_DIR, Space
 from search.objective import Data
 from search.storage import open_storage
+from search.study import run_study
 
 
 def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):

@@ -16,8 +16,9 @@ import yaml
 from optuna.trial import TrialState
 
 from models.cli import run_cli
-from search.run import build_parser, main, run_study
+from search.run import build_parser, main
 from search.space import SPACES_DIR, Space
+from search.study import run_study
 from search.storage import open_storage, study_names
 from test_search import data, fake_train, quick_space
 

@@ -190,7 +190,7 @@ def test_search_block_that_is_not_a_mapping(tmp_path):
 
 
 def test_bad_config_block_in_a_space_file_is_a_config_error(tmp_path):
-    from models.config import ConfigError
+    from models.errors import ConfigError
 
     path = space_file(tmp_path, {}, learnig_rate=1e-4)
     with pytest.raises(ConfigError, match=r"training\.learnig_rate"):

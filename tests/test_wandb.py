@@ -9,9 +9,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search.run import run_study
 from search.space import Space
 from search.storage import open_storage
+from search.study import run_study
 from test_search import args_for, data, fake_train, quick_space
 from wandb_log import read_run
 

@@ -1,0 +1,174 @@
+"""One study: the input checked, the study opened (trial 0 queued), and trials run until it holds enough.
+
+This is the half of `python -m search.run` that imports torch and transformers; search/run.py, the
+command, starts any worker processes before it imports this module (see there why).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from models.cli import quiet_libraries
+from models.data import read_rows
+from models.demo import DEMO_OVERRIDES, demo_assets
+from models.distributed import leave, rank, share, wait_for_everyone, world_size
+from models.errors import ConfigError
+from models.methods import check_method_possible, load_tokenizer
+from models.trainer import model_name, train
+from search.interrupts import HeldInterrupt
+from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
+from search.sinks import WandbRuns
+from search.space import Space
+from search.storage import open_storage, redact
+from search.summary import print_report, short
+from search.workers import wait_to_go
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    return {
+        # Trials cost minutes, so TPE starts modelling after 5 random ones (its default waits for 10);
+        # multivariate + group model the parameters jointly and handle the LoRA-only ones.
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+    }[name]()
+
+
+def make_pruner(name: str, eval_steps: int) -> optuna.pruners.BasePruner:
+    """Resources are optimizer steps; a trial reports at every eval (every `eval_steps` steps).
+
+    No trial is judged before its third eval: ROUGE after one or two evals mostly measures how fast
+    a model learns to stop generating, not how good it will be.
+    """
+    first_judged = 3 * eval_steps
+    return {
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first_judged, reduction_factor=3),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first_judged - 1),
+        "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first_judged),
+        "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
+        "none": optuna.pruners.NopPruner,
+    }[name]()
+
+
+def prepare(args, space: Space) -> tuple[Data, str]:
+    """Everything that can be wrong with the input, found before any study is touched; fixes the
+    command's choices (--demo, --checkpoint, --method) into `space`. Returns the data and the study name."""
+    if args.demo:
+        assets = demo_assets(space.family)
+        for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
+            space.fix(key, value)
+        data = Data(Path(args.train_data or assets.train), Path(args.val_data or assets.dev))
+    elif args.train_data and args.val_data:
+        data = Data(Path(args.train_data), Path(args.val_data))
+    else:
+        raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
+    if args.checkpoint:
+        space.fix("model.checkpoint", args.checkpoint)
+    if args.method:
+        space.fix("method", args.method)
+    read_rows(data.train, need_summary=True)
+    read_rows(data.val, need_summary=True)
+    method_param = next((p for p in space.params if p.name == "method"), None)
+    for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
+        check_method_possible(method)
+    checkpoint = space.defaults.model.checkpoint
+    load_tokenizer(checkpoint)  # a checkpoint that is neither local nor reachable fails here, not in trial 0
+    return data, args.study or f"{space.family}-{'demo' if args.demo else model_name(checkpoint)}"
+
+
+def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> optuna.Study:
+    """Load the study, or create it with trial 0 (the space's defaults) queued first.
+
+    A sweep agent passes queue_baseline=False: it never asks the study for a trial, so a queued one
+    would wait forever.
+    """
+    storage = open_storage(args.storage, args.heartbeat, args.grace_period)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=make_sampler(args.sampler, space, args.seed),
+                                pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
+    if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
+        study.set_user_attr("family", space.family)
+        study.set_user_attr("space", str(space.path))
+        study.set_user_attr("metric", args.metric)
+        study.set_user_attr("checkpoint", space.defaults.model.checkpoint)
+        if queue_baseline:
+            study.enqueue_trial(space.baseline(), user_attrs={"baseline": True})
+    return study
+
+
+def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
+    study = open_study(args, space, name)
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    remaining = args.trials - done
+    print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
+          f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    if remaining <= 0:
+        return study
+
+    started = {"t": time.perf_counter()}
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        elapsed = time.perf_counter() - started["t"]
+        started["t"] = time.perf_counter()
+        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        value = f"{args.metric}={trial.value:.4f}" if trial.value is not None else \
+            f"at step {max(trial.intermediate_values, default=0)}" if trial.state == TrialState.PRUNED else ""
+        try:
+            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "no best yet"
+        print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
+              f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
+
+    wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
+    # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
+    # that no message reaches, and the launcher ends them when rank 0 exits with an error.
+    catch = (Exception,) if world_size() == 1 else ()
+    with HeldInterrupt().installed() as interrupt:
+        study.optimize(interrupt.guard(objective), n_trials=remaining, timeout=args.timeout, catch=catch,
+                       callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
+                                  keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                                  progress, interrupt.after_trial])
+    if wandb and wandb.upload_hint():
+        print(wandb.upload_hint())
+    return study
+
+
+def search(args, spaces: list[Space]) -> int:
+    """Each space's study in turn, its trials trained in this process: the command without --gpus, one of
+    its workers (search/workers.py), or one process of a worker under accelerate launch."""
+    quiet_libraries()
+    if args.worker:
+        wait_for_the_study()
+    prepared = [(space, *prepare(args, space)) for space in spaces]  # every family's input checked before any study
+    if rank() > 0:  # one of a worker's processes under accelerate launch: it trains what rank 0 shares
+        for space, data, _ in prepared:
+            Objective(space, data, Path(args.output_root), metric=args.metric).follow()
+        leave()
+        return 0
+    for space, data, name in prepared:
+        study = run_study(args, space, data, name)
+        share(None)  # the study is over: the other ranks stop following
+        if not args.worker:
+            print_report(study, Path(args.output_root) / name)
+    leave()
+    return 0
+
+
+def wait_for_the_study() -> None:
+    """A worker starts before its parent has checked the input and created the study (search/workers.py):
+    rank 0 waits for the parent's word, and the other processes of an accelerate launch wait for rank 0."""
+    if rank() == 0 and not wait_to_go():
+        raise SystemExit("the search that started this worker ended before its study was ready")
+    wait_for_everyone()
