@@ -142,14 +142,19 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
 
         quiet_libraries()
         names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
-        for space, name in zip(spaces, names):
-            open_study(args, space, name)  # created once here, so trial 0 is queued once
-            workers = first if space is spaces[0] else \
-                Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
-            code = workers.run()
-            if code:
-                return code
-            print_report(open_study(args, space, name), Path(args.output_root) / name)
+        # MPS starts after the checks, which may initialise CUDA in this process (a process that does so while
+        # the daemon runs joins it): in the one H200 run that started it first, 4 workers under MPS never
+        # finished (benchmarks/README.md, session 7). Still before any study is opened: if it cannot start,
+        # nothing is written.
+        with cuda_mps() if args.mps else nullcontext():
+            for space, name in zip(spaces, names):
+                open_study(args, space, name)  # created once here, so trial 0 is queued once
+                workers = first if space is spaces[0] else \
+                    Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
+                code = workers.run()
+                if code:
+                    return code
+                print_report(open_study(args, space, name), Path(args.output_root) / name)
     return 0
 
 
@@ -160,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces = load_spaces(args)
     try:
         if gpus:
-            # Started before any study is opened: if it cannot start, nothing is written.
-            with cuda_mps() if args.mps else nullcontext():
-                code = search_with_workers(args, argv, gpus, spaces)
+            code = search_with_workers(args, argv, gpus, spaces)
         else:
             from search.study import search
 

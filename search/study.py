@@ -5,6 +5,7 @@ command, starts any worker processes before it imports this module (see there wh
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +43,12 @@ def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.B
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
     }[name]()
+
+
+def worker_seed(seed: int | None) -> int | None:
+    """--seed for this process's sampler: --seed plus the worker's number (search/workers.py numbers them),
+    since workers of one study seeded alike would draw the same parameters, trial for trial."""
+    return None if seed is None else seed + int(os.environ.get("SUMSWEEP_WORKER_INDEX", "0"))
 
 
 def make_pruner(name: str, eval_steps: int) -> optuna.pruners.BasePruner:
@@ -94,7 +101,7 @@ def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> op
     """
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(args.sampler, space, args.seed),
+                                sampler=make_sampler(args.sampler, space, worker_seed(args.seed)),
                                 pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
     if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
         study.set_user_attr("family", space.family)

@@ -108,9 +108,9 @@ class Workers:
         self.released = False
         workers = slots(gpus, per_gpu, per_trial)
         threads = cpu_threads(len(workers) * per_trial)
-        for (name, devices), port in zip(workers, free_ports(len(workers))):
+        for index, ((name, devices), port) in enumerate(zip(workers, free_ports(len(workers)))):
             env = {"OMP_NUM_THREADS": threads, **os.environ, "CUDA_VISIBLE_DEVICES": devices,
-                   "SUMSWEEP_WORKER": name, "PYTHONUNBUFFERED": "1"}
+                   "SUMSWEEP_WORKER": name, "SUMSWEEP_WORKER_INDEX": str(index), "PYTHONUNBUFFERED": "1"}
             proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append(proc)

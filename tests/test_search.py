@@ -14,7 +14,7 @@ from search.run import build_parser, main
 from search.space import SPACES_DIR, Space
 from search.objective import Data
 from search.storage import open_storage
-from search.study import run_study
+from search.study import open_study, run_study
 
 
 def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):
@@ -40,6 +40,20 @@ def args_for(storage_url, tmp_path, *extra):
 
 def data(tmp_path):
     return Data(tmp_path / "train.csv", tmp_path / "dev.csv")
+
+
+def test_workers_given_one_seed_draw_different_parameters(storage_url, tmp_path, study_name, monkeypatch):
+    args, space = args_for(storage_url, tmp_path), Space.for_family("t5")
+    drawn = []
+    for worker in ("0", "1"):  # as search/workers.py numbers them; both run with --seed 1
+        monkeypatch.setenv("SUMSWEEP_WORKER_INDEX", worker)
+        study = open_study(args, space, study_name)
+        if worker == "0":
+            baseline = study.ask()
+            space.suggest(baseline)
+            study.tell(baseline, 0.1)
+        drawn.append(space.suggest(study.ask()))
+    assert drawn[0] != drawn[1]
 
 
 def test_trial_0_is_the_recommended_config_and_a_rerun_resumes(storage_url, tmp_path, study_name):
