@@ -62,7 +62,7 @@ def check_mps() -> None:
 def cuda_mps():
     """CUDA MPS while the workers run: several processes' kernels then share a GPU at once instead of
     taking turns (4 workers of whole bart-base trials on one H200: 2.47x the trials/hour of one, against
-    2.23x time-sliced; since, 3.05x the steady pace under MPS: benchmarks/README.md). The daemon is
+    2.23x time-sliced; since, 2.88x counted from the launch: benchmarks/README.md). The daemon is
     started here and stopped after, unless one was running."""
     # A running daemon listens on `control` in its pipe directory (NVIDIA's default: /tmp/nvidia-mps).
     if (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists():
