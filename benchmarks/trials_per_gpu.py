@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+BATCH = 16
 sys.path.insert(0, str(REPO))
 
 
@@ -44,7 +45,7 @@ def bart_base_checkpoint(folder: Path) -> Path:
 
 def space_file(folder: Path, steps: int) -> Path:
     raw = yaml.safe_load((REPO / "spaces" / "bart.yaml").read_text(encoding="utf-8"))
-    raw["training"].update(batch_size=16, gradient_accumulation_steps=1, max_steps=steps, eval_steps=steps // 2,
+    raw["training"].update(batch_size=BATCH, gradient_accumulation_steps=1, max_steps=steps, eval_steps=steps // 2,
                            eval_subset=64, num_beams=1, generation_max_length=64, rouge_tokenize="whitespace")
     raw["search"] = {"training.learning_rate": {"low": 1.0e-5, "high": 1.0e-3, "log": True}}
     path = folder / "bart-bench.yaml"
@@ -69,11 +70,13 @@ def run(n: int, trials: int, space: Path, checkpoint: Path, work: Path, mps: boo
     db.unlink(missing_ok=True)
     cmd = search_command(space, checkpoint, trials, gpus, db, work / "outputs") + ["--trials-per-gpu", str(n)]
     cmd += ["--mps"] if mps else []
+    log = db.with_suffix(".log")  # written as it runs, so a setting cut short by a time limit still says where it was
     launched, started = datetime.datetime.now(), time.perf_counter()  # optuna stamps trials with now()
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    with log.open("w") as out:
+        done = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - started
     if done.returncode:
-        raise SystemExit(f"N={n} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise SystemExit(f"N={n} failed (exit {done.returncode}), {log} ends:\n{log.read_text()[-4000:]}")
     import optuna
 
     study = optuna.load_study(study_name="bench", storage=f"sqlite:///{db}")
@@ -116,12 +119,13 @@ def write_results(runs: list[dict], args) -> None:
     for r in runs:
         r["speedup"] = r["trials_per_hour"] / base["trials_per_hour"]
         r["steady_speedup"] = r["steady_trials_per_hour"] / base["steady_trials_per_hour"]
+        r["samples_per_second"] = r["trials"] * args.steps * BATCH / r["wall_seconds"]  # training samples, all workers
     import torch
 
     meta = {"command": " ".join(["python3", *sys.argv]), "date": datetime.date.today().isoformat(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "versions": {"torch": torch.__version__}, "model": "bart-base size, random weights",
-            "batch_size": 16, "steps_per_trial": args.steps}
+            "batch_size": BATCH, "steps_per_trial": args.steps}
     one_gpu = [r for r in runs if r["gpus"] == "0"]
     best_at = {n: max((r["speedup"] for r in one_gpu if r["workers"] == n), default=None) for n in (2, 4)}
     steady_at_4 = max((r["steady_speedup"] for r in one_gpu if r["workers"] == 4), default=None)
@@ -135,10 +139,10 @@ def write_results(runs: list[dict], args) -> None:
         (args.out / "parallel.json").write_text(json.dumps(
             {"gpus": len(spread["gpus"].split(",")) if spread else 1, "speedup": (spread or shared)["speedup"],
              "two_workers_one_gpu_speedup": shared["speedup"] if shared else None, "runs": runs, **meta}, indent=2))
-    print(f"{'gpus':>5} {'workers':>7} {'mps':>5} {'trials/h':>9} {'speedup':>8} {'steady':>7}")
+    print(f"{'gpus':>5} {'workers':>7} {'mps':>5} {'trials/h':>9} {'samples/s':>9} {'speedup':>8} {'steady':>7}")
     for r in runs:
-        print(f"{r['gpus']:>5} {r['workers']:>7} {str(r['mps']):>5} {r['trials_per_hour']:>9.1f} {r['speedup']:>8.2f} "
-              f"{r['steady_speedup']:>7.2f}")
+        print(f"{r['gpus']:>5} {r['workers']:>7} {str(r['mps']):>5} {r['trials_per_hour']:>9.1f} "
+              f"{r['samples_per_second']:>9.1f} {r['speedup']:>8.2f} {r['steady_speedup']:>7.2f}")
 
 
 def main() -> int:
