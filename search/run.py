@@ -136,7 +136,10 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
     needs them too, to check the input before it creates the study. So the first study's workers start
     before this process imports them, and open the study once it exists: the imports happen side by side.
     """
-    first = Workers(worker_argv(argv, spaces[0]), gpus, args.trials_per_gpu, args.gpus_per_trial)
+    def start(space: Space) -> Workers:
+        return Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
+
+    first = start(spaces[0])
     with first:
         from search.study import open_study, prepare
 
@@ -149,9 +152,7 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
         with cuda_mps() if args.mps else nullcontext():
             for space, name in zip(spaces, names):
                 open_study(args, space, name)  # created once here, so trial 0 is queued once
-                workers = first if space is spaces[0] else \
-                    Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
-                code = workers.run()
+                code = (first if space is spaces[0] else start(space)).run()
                 if code:
                     return code
                 print_report(open_study(args, space, name), Path(args.output_root) / name)
