@@ -8,6 +8,7 @@ side and is ignored here. Every value can also be addressed by its dotted name
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +46,14 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # bf16 where the GPU has it, else fp16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of similar lengths: less padding, but it learned worse in our runs
     compile: str = "auto"  # torch.compile the model; auto: where it pays (models/compiling.py)
     cuda_graphs: bool = True  # a compiled step on one GPU replays as a CUDA graph (models/compiling.py)
     max_source_length: int = 512
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training
     eval_subset: int = 200  # dev rows generated at intermediate evals; the final eval uses all
-    eval_batch_size: int = 32
+    eval_batch_size: int = 64  # generation's time goes by batches: fewer, larger ones evaluate faster
     num_beams: int = 4
     generation_max_length: int = 100
     metric: str = "mean"  # rouge1 | rouge2 | rougeL | mean, maximized
@@ -83,6 +85,14 @@ class TrainConfig:
         if self.qlora.use_qlora:
             return "qlora"
         return "lora" if self.qlora.use_lora else "full"
+
+    def optimizer_steps(self, rows: int, processes: int = 1) -> int:
+        """How many optimizer steps a run takes on `rows` training rows: known before it starts."""
+        t = self.training
+        if t.max_steps > 0:
+            return t.max_steps
+        batches = math.ceil(math.ceil(rows / t.batch_size) / processes)  # per process, as a prepared loader has them
+        return max(1, math.ceil(t.num_epochs * math.ceil(batches / t.gradient_accumulation_steps)))
 
     # -- construction -------------------------------------------------------------------
     @classmethod

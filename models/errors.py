@@ -19,4 +19,8 @@ class UnknownFamily(ValueError):
     """A family name that the registry does not know; the message lists the known ones."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily)
+class Diverged(ValueError):
+    """The training loss became nan or inf (a learning rate too high, most often): nothing worth keeping."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily, Diverged)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import itertools
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import resource
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,8 +33,9 @@ from transformers import get_scheduler
 
 from models.compiling import inductor_options, should_compile, with_constant_floats, without_layerdrop
 from models.config import TrainConfig
-from models.data import LengthGroupedBatches, Split, collate, load_split
+from models.data import LengthGroupedBatches, RandomBatches, Split, collate, load_split
 from models.distributed import share, world_size
+from models.errors import Diverged
 from models.families import Family, get_family
 from models.generate import generate, load_checkpoint, save_checkpoint
 from models.methods import build_model
@@ -170,6 +173,23 @@ class OutOfMemory(RuntimeError):
     pass
 
 
+def accumulation_windows(loader, steps: int):
+    """The micro-batches of each optimizer step: `steps` at a time, the last of an epoch maybe fewer."""
+    batches = iter(loader)
+    while window := list(itertools.islice(batches, steps)):
+        yield window
+
+
+def scored_tokens(batch: dict, causal: bool) -> torch.Tensor:
+    """How many label tokens the loss averages over (a causal model's first position predicts nothing)."""
+    labels = batch["labels"][:, 1:] if causal else batch["labels"]
+    return (labels != -100).sum()
+
+
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    return math.ceil(ratio * total_steps)  # as transformers' Trainer rounds it
+
+
 def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -187,8 +207,8 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     # -- setup ---------------------------------------------------------------------------
     # Batches go to the GPU from pinned memory without blocking: a blocking copy waits for every
     # queued kernel, so the GPU would idle while Python launches the next step.
-    accelerator = Accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps,
-                              mixed_precision=precision_for(config, family, torch.cuda.is_available()),
+    # Accumulation is done here, by windows (`accumulation_windows`), not by Accelerate's counter.
+    accelerator = Accelerator(mixed_precision=precision_for(config, family, torch.cuda.is_available()),
                               dataloader_config=DataLoaderConfiguration(non_blocking=True))
     device = accelerator.device
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
@@ -206,7 +226,8 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
         torch.backends.cuda.enable_cudnn_sdp(False)
 
     model_batch = batch_maker(model, family, tokenizer.pad_token_id)
-    batches = LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], t.batch_size, t.seed)
+    batches = (LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], t.batch_size, t.seed)
+               if t.group_by_length else RandomBatches(len(train_split), t.batch_size, t.seed))
     loader = DataLoader(train_split.features, batch_sampler=batches, pin_memory=torch.cuda.is_available(),
                         collate_fn=model_batch)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]  # not biases or norms
@@ -215,11 +236,10 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=t.learning_rate, fused=device.type == "cuda")
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / t.gradient_accumulation_steps)  # len(loader) is per process now
-    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_epochs * steps_per_epoch))
+    total_steps = config.optimizer_steps(len(train_split), accelerator.num_processes)
     # A prepared scheduler steps once per process at every optimizer step, hence the factor.
     scheduler = accelerator.prepare(get_scheduler(
-        t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
+        t.scheduler, optimizer, num_warmup_steps=warmup_steps(t.warmup_ratio, total_steps) * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes))
     unwrapped = accelerator.unwrap_model(model)
     without_autocast_wrapper(unwrapped)
@@ -294,20 +314,24 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                dynamic_ncols=True, leave=False)
     model.train()
     while step < total_steps and not stopped:
-        for batch in loader:
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = train_loss(model, batch, family.is_causal, smoothing)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=not keep_grads)
+        for micro_batches in accumulation_windows(loader, t.gradient_accumulation_steps):
+            # Every summary token of the window weighs the same, as in HF's Trainer: a micro-batch's mean
+            # loss is scaled by its share of the window's tokens (no sync: the counts stay on the device).
+            counts = [scored_tokens(batch, family.is_causal) for batch in micro_batches]
+            window_tokens = sum(counts)
+            for i, (batch, count) in enumerate(zip(micro_batches, counts)):
+                last = i == len(micro_batches) - 1
+                with nullcontext() if last else accelerator.no_sync(model):  # DDP all-reduces at the last only
+                    with accelerator.autocast():
+                        loss = train_loss(model, batch, family.is_causal, smoothing)
+                    accelerator.backward(loss * (count / window_tokens))
+            if t.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=not keep_grads)
             if window:
-                samples += len(batch["input_ids"]) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
+                samples += sum(len(b["input_ids"]) for b in micro_batches) * accelerator.num_processes
             step += 1
             bar.update(1)
             if step == 1:
@@ -316,9 +340,13 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
             if step == steady_from:
                 synchronize()
                 window = (time.perf_counter(), eval_seconds)
-            evaluating = step % t.eval_steps == 0 or step == total_steps
+            # A periodic eval just before the final one would tell the pruner nothing new: it is skipped.
+            evaluating = step == total_steps or (step % t.eval_steps == 0 and total_steps - step >= t.eval_steps // 4)
             if step % LOG_EVERY == 0 or evaluating:
                 loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise Diverged(f"loss diverged at step {step} ({loss_value}); lower training.learning_rate "
+                                   "or its search range")
                 bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if writer:
                     writer.add_scalar("train/loss", loss_value, step)

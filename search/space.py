@@ -40,6 +40,7 @@ class Space:
     defaults: TrainConfig
     params: list[Param]
     fixed: dict[str, Any] = field(default_factory=dict)  # overrides the user pinned (--method, --checkpoint)
+    trial_0_steps: int | None = None  # optimizer steps of the baseline trial, once `schedule_evals` knows the data
 
     @property
     def family(self) -> str:
@@ -93,6 +94,14 @@ class Space:
         self.defaults = self.defaults.override({name: value}, source="command line")
         self.fixed[name] = value
         self.params = [p for p in self.params if p.name != name]
+
+    def schedule_evals(self, train_rows: int, processes: int = 1, evals: int = 6) -> None:
+        """Evaluate often enough that trial 0 has at least `evals` evals: a pruner judges trials only at
+        evals, and the space's `eval_steps` (tuned for large data) would leave a small set's trials none."""
+        self.trial_0_steps = self.defaults.optimizer_steps(train_rows, processes)
+        every = max(1, self.trial_0_steps // evals)
+        if every < self.defaults.training.eval_steps:
+            self.fix("training.eval_steps", every)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's parameters, in file order; a conditional one only where its condition holds."""

@@ -51,20 +51,34 @@ def worker_seed(seed: int | None) -> int | None:
     return None if seed is None else seed + int(os.environ.get("SUMSWEEP_WORKER_INDEX", "0"))
 
 
-def make_pruner(name: str, eval_steps: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, eval_steps: int, trial_0_steps: int | None) -> optuna.pruners.BasePruner:
     """Resources are optimizer steps; a trial reports at every eval (every `eval_steps` steps).
 
-    No trial is judged before its third eval: ROUGE after one or two evals mostly measures how fast
-    a model learns to stop generating, not how good it will be.
+    No trial is judged before its second eval: the first mostly measures how fast a model learns to stop
+    generating. Hyperband's largest budget is trial 0's length, known before it starts (Space.schedule_evals).
     """
-    first_judged = 3 * eval_steps
+    first_judged = 2 * eval_steps
     return {
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first_judged, reduction_factor=3),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=first_judged, max_resource=max(trial_0_steps, first_judged) if trial_0_steps else "auto",
+            reduction_factor=3),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first_judged - 1),
         "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first_judged),
         "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1),
         "none": optuna.pruners.NopPruner,
     }[name]()
+
+
+def pruning_plan(pruner: str, space: Space) -> str:
+    """One line on when trials are judged, or why the pruner cannot act on this study."""
+    every, steps = space.defaults.training.eval_steps, space.trial_0_steps
+    schedule = f"evaluating every {every} steps" + (f" (trial 0 trains {steps})" if steps else "")
+    if pruner in ("none", "wilcoxon"):
+        return f"{schedule}; pruner {pruner}"
+    if steps is not None and steps <= 2 * every:
+        return (f"{schedule}; pruner {pruner} cannot act: no trial is judged before step {2 * every}, and trial 0 "
+                f"ends at step {steps}; lower training.eval_steps or train longer")
+    return f"{schedule}; pruner {pruner} judges trials from step {2 * every}"
 
 
 def prepare(args, space: Space) -> tuple[Data, str]:
@@ -83,8 +97,9 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
-    read_rows(data.train, need_summary=True)
+    train_rows, _ = read_rows(data.train, need_summary=True)
     read_rows(data.val, need_summary=True)
+    space.schedule_evals(len(train_rows), world_size())
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
         check_method_possible(method)
@@ -102,7 +117,8 @@ def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> op
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, worker_seed(args.seed)),
-                                pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
+                                pruner=make_pruner(args.pruner, space.defaults.training.eval_steps,
+                                                   space.trial_0_steps))
     if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
         study.set_user_attr("family", space.family)
         study.set_user_attr("space", str(space.path))
@@ -121,6 +137,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
           f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
     if remaining <= 0:
         return study
+    print(pruning_plan(args.pruner, space))
 
     started = {"t": time.perf_counter()}
 
