@@ -177,13 +177,15 @@ def compare(ours: dict, hf: dict) -> dict:
     ours_curve, hf_curve = best_curve(ours["trials"]), best_curve(hf["trials"])
     hf_best, ours_best = hf_curve[-1][1], ours_curve[-1][1]
     reach_ours, reach_hf = time_to(ours_curve, hf_best), time_to(hf_curve, hf_best)
-    pairs = [(o["value"] or 0.0, h["value"] or 0.0) for o in ours["trials"] for h in hf["trials"]
-             if o["params"] and same_params(o["params"], h["params"])]
+    paired = [(o, h) for o in ours["trials"] for h in hf["trials"] if o["params"] and same_params(o["params"], h["params"])]
+    # A pruned trial has no final value to compare: such pairs are counted apart.
+    pairs = [(o["value"], h["value"]) for o, h in paired if o["state"] == h["state"] == "COMPLETE"]
     return {"time_to_peer_best_ratio": reach_ours / reach_hf if reach_ours is not None else None,
             "seconds_to_hf_best": {"ours": reach_ours, "hf": reach_hf},
             "best": {"ours": ours_best, "hf": hf_best},
             "wall_seconds": {"ours": ours["wall_seconds"], "hf": hf["wall_seconds"]},
             "paired": len(pairs), "paired_worse_share": (sum(o < h for o, h in pairs) / len(pairs)) if pairs else None,
+            "paired_pruned": len(paired) - len(pairs),
             "pruned": {"ours": sum(t["state"] == "PRUNED" for t in ours["trials"]),
                        "hf": sum(t["state"] == "PRUNED" for t in hf["trials"])}}
 

@@ -369,3 +369,15 @@ def test_causal_prompt_never_exceeds_max_source(tmp_path, tokenizers):
 def test_collate_left_pad_keeps_labels_aligned():
     batch = collate(FEATURES, pad_id=0, left_pad=True)
     assert batch["labels"].tolist()[1] == [-100, -100, -100, -100, 9]
+
+
+def test_random_batches_are_a_new_permutation_each_epoch_and_repeatable():
+    from models.data import RandomBatches
+
+    sampler = RandomBatches(size=50, batch_size=8, seed=3)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(50))
+        assert [len(b) for b in epoch] == [8] * 6 + [2]
+    assert first != second
+    assert list(RandomBatches(size=50, batch_size=8, seed=3)) == first

@@ -222,3 +222,12 @@ def test_bart_trains_without_its_layerdrop_draw_but_keeps_its_embedding_dropout(
     assert zeros_entering_the_first_layer() == 0.0
     model.train()
     assert zeros_entering_the_first_layer() == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_run_whose_loss_diverges_fails_naming_the_step(tiny_config, tmp_path):
+    from models.errors import Diverged
+
+    config, assets = tiny_config("gpt2", training__learning_rate=1e30, training__max_steps=20)
+    with pytest.raises(Diverged, match=r"loss diverged at step \d+"):
+        train(config, assets.train, assets.dev, tmp_path, progress=False)
+    assert not (tmp_path / "best").exists()
