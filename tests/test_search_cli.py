@@ -151,3 +151,9 @@ def _running(url: str) -> bool:
         return False
     study = optuna.load_study(study_name="ctrlc", storage=storage)
     return any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def test_storage_password_with_a_raw_at_is_hidden_whole(capsys):
+    code, err = run_main(["--demo", "--storage", "postgresql://user:pa55w0rd@ter2q@127.0.0.1:1/db"], capsys)
+    assert code == 2 and "pa55w0rd" not in err and "ter2q" not in err, err
+    assert "user:***@127.0.0.1:1/db" in err and "%40" in err and err.count("\n") == 1
