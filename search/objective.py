@@ -32,6 +32,7 @@ Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_
 class Data:
     train: Path
     val: Path
+    skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
 
 
 class Objective:

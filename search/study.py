@@ -83,8 +83,7 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
-    read_rows(data.train, need_summary=True)
-    read_rows(data.val, need_summary=True)
+    data.skipped = (read_rows(data.train, need_summary=True)[1], read_rows(data.val, need_summary=True)[1])
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
         check_method_possible(method)
@@ -119,6 +118,9 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     remaining = args.trials - done
     print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
           f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    if any(data.skipped):
+        print(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
+              f"{data.skipped[1]} of {data.val}")
     if remaining <= 0:
         return study
 

@@ -61,6 +61,16 @@ def storage_url(request, tmp_path):
 
 
 @pytest.fixture
+def csv_default_limit():
+    """Python csv's field size limit at its default, whatever an earlier test set (it is process-wide)."""
+    import csv
+
+    before = csv.field_size_limit(131_072)
+    yield 131_072
+    csv.field_size_limit(before)
+
+
+@pytest.fixture
 def password_url():
     """The test PostgreSQL's URL with a password in it (its trust login takes any): where a real one goes."""
     url = _postgres_url()
