@@ -19,4 +19,8 @@ class UnknownFamily(ValueError):
     """A family name that the registry does not know; the message lists the known ones."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily)
+class OutputError(ValueError):
+    """An output folder that cannot be written; the message names the folder and the fix."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily, OutputError)

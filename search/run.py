@@ -12,6 +12,7 @@ from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
 from models.errors import ConfigError
+from search.names import check_study_name, study_folder
 from search.space import SPACES_DIR, Space
 from search.storage import (DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, STORAGE_ENV, check_url, default_url,
                             hide_passwords)
@@ -126,6 +127,7 @@ def check_options(args) -> list[str]:
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
     check_url(args.storage)
+    check_study_name(args.study)
     if args.space and "," in args.family:
         raise ConfigError("--space takes one family's file; run one --family with it")
     gpus = args.gpus.split(",") if args.gpus else []
@@ -163,7 +165,7 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
                 code = (first if space is spaces[0] else start(space)).run()
                 if code:
                     return code
-                print_report(open_study(args, space, name), Path(args.output_root) / name)
+                print_report(open_study(args, space, name), study_folder(Path(args.output_root), name))
     return 0
 
 

@@ -21,11 +21,12 @@ from models.errors import ConfigError
 from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
+from search.names import study_folder
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.sinks import WandbRuns
 from search.space import Space
 from search.storage import open_storage, redact
-from search.summary import print_report, short
+from search.summary import fail_reason, print_report, short
 from search.workers import wait_to_go
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -112,6 +113,15 @@ def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> op
     return study
 
 
+def outcome(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    """A finished trial's result for its progress line: its value, where it was pruned, or why it failed."""
+    if trial.value is not None:
+        return f"{metric}={trial.value:.4f}"
+    if trial.state == TrialState.PRUNED:
+        return f"at step {max(trial.intermediate_values, default=0)}"
+    return f"({fail_reason(trial)})" if trial.state == TrialState.FAIL else ""
+
+
 def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
     study = open_study(args, space, name)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -130,8 +140,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
         elapsed = time.perf_counter() - started["t"]
         started["t"] = time.perf_counter()
         finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        value = f"{args.metric}={trial.value:.4f}" if trial.value is not None else \
-            f"at step {max(trial.intermediate_values, default=0)}" if trial.state == TrialState.PRUNED else ""
+        value = outcome(trial, args.metric)
         try:
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
@@ -170,7 +179,7 @@ def search(args, spaces: list[Space]) -> int:
         study = run_study(args, space, data, name)
         share(None)  # the study is over: the other ranks stop following
         if not args.worker:
-            print_report(study, Path(args.output_root) / name)
+            print_report(study, study_folder(Path(args.output_root), name))
     leave()
     return 0
 

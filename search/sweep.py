@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from models.cli import quiet_libraries, run_cli
 from models.errors import ConfigError
+from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.space import Space
 from search.storage import anchored, hide_passwords, redact, without_password
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     hide_passwords(sys.argv)
     if "," in args.family or args.family == "all":
         raise ConfigError("a sweep covers one family; pass --family with one name")
+    check_study_name(args.study)
     quiet_libraries()
     [space] = load_spaces(args)
     _, study = prepare(args, space)

@@ -46,6 +46,8 @@ GOOD = "fname,dialogue,summary\na,#Person1#: 안녕하세요.,인사한다.\n"
 BAD_INPUTS = {
     "unknown family": (lambda p: ["--family", "bart2"], "unknown family 'bart2'"),
     "no trials": (lambda p: ["--trials", "0"], "--trials 0"),
+    "study name too long": (lambda p: ["--demo", "--study", "s" * 513], "--study is 513 characters long"),
+    "empty study name": (lambda p: ["--demo", "--study", " "], "--study is empty"),
     "bare sqlite path": (lambda p: ["--storage", "studies.db"], "sqlite:///studies.db"),
     "no data": (lambda p: [], "--demo"),
     "missing file": (lambda p: ["--train-data", str(p / "nope.csv"), "--val-data", str(p / "nope.csv")], "nope.csv"),
