@@ -1,9 +1,6 @@
 """Where a study writes: any study name stays one folder inside the output root, and an output folder that
 goes away mid-study fails its trials with the reason shown and ends the command in one line."""
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -18,18 +15,14 @@ from search.storage import open_storage
 from test_search import quick_space
 from test_wandb import offline_wandb  # noqa: F401 (a fixture)
 
-REPO = Path(__file__).resolve().parents[1]
 LONG_NAME = ("a-long-study-name-" * 30)[:500]  # the storage keeps it; no file system takes it as a folder name
 
 
 def test_a_500_character_study_name_trains_in_a_folder_of_its_own(storage_url, offline_wandb,  # noqa: F811
                                                                     tmp_path):
     outputs = tmp_path / "outputs"
-    cmd = [sys.executable, "-m", "search.run", "--demo", "--space", str(quick_space(tmp_path)), "--trials", "1",
-           "--storage", storage_url, "--study", LONG_NAME, "--output-root", str(outputs)]
-    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert main(["--demo", "--space", str(quick_space(tmp_path)), "--trials", "1", "--storage", storage_url,
+                 "--study", LONG_NAME, "--output-root", str(outputs)]) == 0
     trial, = optuna.load_study(study_name=LONG_NAME, storage=open_storage(storage_url)).trials
     assert trial.state == TrialState.COMPLETE
     folder = study_folder(outputs, LONG_NAME)
