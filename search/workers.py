@@ -100,6 +100,7 @@ class Workers:
     needs them too, to check the input before it creates the study; so the workers start first, import
     them at the same time as the parent, and wait for `run` before they open the study. Leaving the
     `with` block without `run` (the input was wrong, or Ctrl-C) stops them with the study untouched.
+    `env` is added to each worker's environment: what must stay out of its command line (the storage URL).
     """
 
     def __init__(self, argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1,
