@@ -15,6 +15,7 @@ from models.errors import DataError
 from models.families import Family
 
 REQUIRED = ("fname", "dialogue")
+LONGEST_FIELD = 2**31 - 1  # the most csv takes on every platform (a C long)
 
 
 @dataclass
@@ -34,8 +35,11 @@ class Split:
 def read_rows(path: str | Path, need_summary: bool) -> tuple[list[dict[str, str]], int]:
     """The usable rows of a CSV and how many were skipped for an empty dialogue."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data path {path} is a directory, not a CSV file; give the path of a CSV file in it")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path (or use --demo for the bundled data)")
+    allow_long_fields()
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
@@ -57,6 +61,12 @@ def read_rows(path: str | Path, need_summary: bool) -> tuple[list[dict[str, str]
         raise DataError(f"{path} has no row with a non-empty dialogue{' and summary' if need_summary else ''}; "
                         "fill those columns")
     return usable, len(rows) - len(usable)
+
+
+def allow_long_fields() -> None:
+    """A dialogue may be longer than Python csv's default field limit (131,072 characters): such a file is
+    valid, and tokenization truncates the dialogue as it does any long one."""
+    csv.field_size_limit(LONGEST_FIELD)
 
 
 def references(row: dict[str, str]) -> list[str]:

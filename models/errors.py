@@ -23,4 +23,8 @@ class Diverged(ValueError):
     """The training loss became nan or inf (a learning rate too high, most often): nothing worth keeping."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily, Diverged)
+class OutputError(ValueError):
+    """An output folder that cannot be written; the message names the folder and the fix."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, UnknownFamily, Diverged, OutputError)

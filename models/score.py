@@ -20,6 +20,7 @@ class ScoreError(Exception):
 
 def _read_csv(path: str, required: Sequence[str], flag: str) -> dict[str, dict[str, str]]:
     """Rows of a CSV keyed by fname, after checking the file is usable."""
+    csv.field_size_limit(2**31 - 1)  # a gold file's dialogues may pass csv's default 131,072 characters
     try:
         # utf-8-sig so a BOM from Excel does not end up glued to the first column name.
         with open(path, encoding="utf-8-sig", newline="") as f:

@@ -16,7 +16,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from models.cli import run_cli  # noqa: E402
-from search.storage import DEFAULT_URL, open_storage, study_names  # noqa: E402
+from search.storage import default_url, open_storage, study_names  # noqa: E402
 
 FIXED = ["study", "trial", "state", "family", "checkpoint", "method", "rouge1", "rouge2", "rougeL", "mean",
          "eval_loss", "train_seconds", "peak_memory_gb", "steps"]
@@ -43,7 +43,7 @@ def rows(storage) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="results_comparison.csv")
-    parser.add_argument("--storage", default=DEFAULT_URL)
+    parser.add_argument("--storage", default=default_url(), help="default $SUMSWEEP_STORAGE, else sqlite:///studies.db")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = rows(open_storage(args.storage))

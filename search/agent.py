@@ -20,9 +20,11 @@ from optuna.trial import TrialState, create_trial
 
 from models.cli import quiet_libraries, run_cli
 from search.objective import Objective, keep_best_checkpoint
+from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.sinks import WandbRuns
 from search.space import Space, SpaceError, within
+from search.storage import hide_passwords
 from search.study import open_study, prepare
 
 
@@ -76,6 +78,8 @@ def _stopped_by_sweep(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     options, given = split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(options)
+    hide_passwords(sys.argv)
+    check_study_name(args.study)
     quiet_libraries()
     [space] = load_spaces(args)
     data, name = prepare(args, space)

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from models.config import TrainConfig
 from models.distributed import rank, share, wait_for_everyone, world_size
 from models.trainer import Report, Result, train
+from search.names import study_folder
 from search.sinks import WandbRuns
 from search.space import Space
 
@@ -32,6 +33,7 @@ Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_
 class Data:
     train: Path
     val: Path
+    skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
 
 
 class Objective:
@@ -74,16 +76,16 @@ class Objective:
         if world_size() > 1:  # each rank says what it trains: one digest per trial, or the ranks disagree
             print(f"{name}: rank {rank()} of {world_size()} trains config {config_digest(config.to_flat())}",
                   flush=True)
-        if self.wandb:
-            self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
 
         def report_everywhere(step: int, metrics: dict[str, float]) -> bool:
             if self.wandb:
                 self.wandb.log(step, metrics)
             return report(step, metrics)
 
-        output_dir = self.output_root / study / name
+        output_dir = study_folder(self.output_root, study) / name
         try:
+            if self.wandb:  # inside: a run that cannot start (its folder gone) fails the trial with the reason
+                self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
             result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report_everywhere,
                                    progress=self.progress, label=name)
         except BaseException as err:  # the trial fails (Ctrl-C too); the reason stays with it

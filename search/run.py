@@ -12,8 +12,10 @@ from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
 from models.errors import ConfigError
+from search.names import check_study_name, study_folder
 from search.space import SPACES_DIR, Space
-from search.storage import DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, check_url
+from search.storage import (DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, STORAGE_ENV, check_url, default_url,
+                            hide_passwords)
 from search.summary import print_report
 from search.workers import Workers, check_mps, cuda_mps
 
@@ -52,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
     parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
     parser.add_argument("--demo", action="store_true", help="bundled Korean demo data and tiny checkpoints")
-    parser.add_argument("--storage", default=DEFAULT_URL, help=f"storage URL (default {DEFAULT_URL})")
+    parser.add_argument("--storage", default=default_url(),
+                        help=f"storage URL (default ${STORAGE_ENV}, else {DEFAULT_URL}); a PostgreSQL password "
+                             "may also come from PGPASSWORD or ~/.pgpass")
     parser.add_argument("--study", help="study name (default FAMILY-CHECKPOINT, FAMILY-demo with --demo)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
     parser.add_argument("--pruner", choices=PRUNERS, default="hyperband")
@@ -81,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def worker_argv(argv: list[str], space: Space) -> list[str]:
     """This command for one worker: one family's space, without the worker options. The worker names the
-    study from the same options as this process, so both open the same one."""
+    study from the same options as this process, so both open the same one. The storage URL, which may
+    hold a password, goes through the environment instead (worker_env), out of every process listing."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "worker")
+    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "worker", "storage")
     out = []
     for action in parser._actions:
         value = args.get(action.dest)
@@ -96,6 +101,10 @@ def worker_argv(argv: list[str], space: Space) -> list[str]:
         else:
             out += [flag, str(value)]
     return out + ["--space", str(space.path)]
+
+
+def worker_env(args) -> dict[str, str]:
+    return {STORAGE_ENV: args.storage}
 
 
 def check_gpus_per_trial(gpus: list[str], per_trial: int, per_gpu: int) -> None:
@@ -118,6 +127,7 @@ def check_options(args) -> list[str]:
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
     check_url(args.storage)
+    check_study_name(args.study)
     if args.space and "," in args.family:
         raise ConfigError("--space takes one family's file; run one --family with it")
     gpus = args.gpus.split(",") if args.gpus else []
@@ -137,7 +147,7 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
     before this process imports them, and open the study once it exists: the imports happen side by side.
     """
     def start(space: Space) -> Workers:
-        return Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial)
+        return Workers(worker_argv(argv, space), gpus, args.trials_per_gpu, args.gpus_per_trial, worker_env(args))
 
     first = start(spaces[0])
     with first:
@@ -155,13 +165,14 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
                 code = (first if space is spaces[0] else start(space)).run()
                 if code:
                     return code
-                print_report(open_study(args, space, name), Path(args.output_root) / name)
+                print_report(open_study(args, space, name), study_folder(Path(args.output_root), name))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    hide_passwords(sys.argv)
     gpus = check_options(args)
     spaces = load_spaces(args)
     try:

@@ -6,6 +6,7 @@ whose worker died is failed by the next worker and re-queued with the same param
 """
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import warnings
@@ -18,6 +19,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from models.errors import ConfigError
 
 DEFAULT_URL = "sqlite:///studies.db"
+STORAGE_ENV = "SUMSWEEP_STORAGE"  # the storage URL given out of the command line (workers get it this way)
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # > the longest pause between heartbeats, a slow eval included
 BUSY_TIMEOUT_SECONDS = 60
@@ -27,9 +29,27 @@ class StorageError(ConfigError):
     pass
 
 
+# user:password@ after the scheme; greedy up to the last @ of the URL, since a password may hold a raw @
+_PASSWORD = re.compile(r"(://[^:/@\s]*):\S*@")
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced, fit for logs and error messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+def without_password(url: str) -> str:
+    """The URL with no password: the driver then takes it from PGPASSWORD or ~/.pgpass."""
+    return _PASSWORD.sub(r"\1@", url)
+
+
+def default_url() -> str:
+    return os.environ.get(STORAGE_ENV) or DEFAULT_URL
+
+
+def hide_passwords(argv: list[str]) -> None:
+    """Every storage password in `argv` (sys.argv) replaced, in place: W&B records a run's command line."""
+    argv[:] = [redact(arg) for arg in argv]
 
 
 def anchored(url: str) -> str:
@@ -48,6 +68,16 @@ def check_url(url: str) -> None:
         folder = Path(url.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise StorageError(f"storage folder {folder} does not exist; create it or use another path")
+    elif "@" in (_host(url) or ""):  # the driver would take the password's tail for the host
+        raise StorageError(f"storage {redact(url)} has an @ in its password; write it as %40, or leave the "
+                           "password out of the URL and set PGPASSWORD")
+
+
+def _host(url: str) -> str | None:
+    try:
+        return sqlalchemy.engine.make_url(url).host
+    except sqlalchemy.exc.ArgumentError:  # not a URL SQLAlchemy can read: open_storage says so
+        return None
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,

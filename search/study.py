@@ -21,11 +21,12 @@ from models.errors import ConfigError
 from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
+from search.names import study_folder
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
 from search.sinks import WandbRuns
 from search.space import Space
 from search.storage import open_storage, redact
-from search.summary import print_report, short
+from search.summary import fail_reason, print_report, short
 from search.workers import wait_to_go
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -97,8 +98,8 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
-    train_rows, _ = read_rows(data.train, need_summary=True)
-    read_rows(data.val, need_summary=True)
+    (train_rows, skipped_train), (_, skipped_val) = (read_rows(path, need_summary=True) for path in (data.train, data.val))
+    data.skipped = (skipped_train, skipped_val)
     space.schedule_evals(len(train_rows), world_size())
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
@@ -129,12 +130,24 @@ def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> op
     return study
 
 
+def outcome(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    """A finished trial's result for its progress line: its value, where it was pruned, or why it failed."""
+    if trial.value is not None:
+        return f"{metric}={trial.value:.4f}"
+    if trial.state == TrialState.PRUNED:
+        return f"at step {max(trial.intermediate_values, default=0)}"
+    return f"({fail_reason(trial)})" if trial.state == TrialState.FAIL else ""
+
+
 def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
     study = open_study(args, space, name)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = args.trials - done
     print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
           f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    if any(data.skipped):
+        print(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
+              f"{data.skipped[1]} of {data.val}")
     if remaining <= 0:
         return study
     print(pruning_plan(args.pruner, space))
@@ -145,8 +158,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
         elapsed = time.perf_counter() - started["t"]
         started["t"] = time.perf_counter()
         finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        value = f"{args.metric}={trial.value:.4f}" if trial.value is not None else \
-            f"at step {max(trial.intermediate_values, default=0)}" if trial.state == TrialState.PRUNED else ""
+        value = outcome(trial, args.metric)
         try:
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
@@ -185,7 +197,7 @@ def search(args, spaces: list[Space]) -> int:
         study = run_study(args, space, data, name)
         share(None)  # the study is over: the other ranks stop following
         if not args.worker:
-            print_report(study, Path(args.output_root) / name)
+            print_report(study, study_folder(Path(args.output_root), name))
     leave()
     return 0
 

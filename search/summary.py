@@ -7,6 +7,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from models.errors import OutputError
+
 log = logging.getLogger(__name__)
 
 PLOTS = {
@@ -67,7 +69,26 @@ def write_report(study: optuna.Study, folder: Path) -> None:
 
 
 def print_report(study: optuna.Study, folder: Path) -> None:
-    """The report written, and its best lines shown: what a user sees when a study's command ends."""
-    write_report(study, folder)
+    """The best lines shown and the report written: what a user sees when a study's command ends."""
     print("\n".join(best_lines(study)))
+    try:
+        write_report(study, folder)
+    except OSError as err:  # the folder went away or became read-only during the study
+        raise OutputError(f"cannot write the report in {folder} ({why_not_written(folder, err)}); make it a "
+                          "writable folder (or give another --output-root) and run the same command again: "
+                          "the trials are kept in the storage") from None
     print(f"report: {folder}/summary.txt")
+
+
+def why_not_written(folder: Path, err: OSError) -> str:
+    """The OS's reason, or the file that stands where a folder should be (the OS says only "File exists")."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return "it is a file, not a folder" if blocking == folder else f"{blocking} is a file, not a folder"
+    return err.strerror or str(err)
+
+
+def fail_reason(trial: FrozenTrial) -> str:
+    """Why a trial failed, in one short line for its progress line."""
+    reason = " ".join(trial.user_attrs.get("fail_reason", "no reason recorded").split())
+    return reason if len(reason) <= 200 else reason[:199] + "…"

@@ -15,9 +15,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from models.cli import quiet_libraries, run_cli
 from models.errors import ConfigError
+from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.space import Space
-from search.storage import anchored, redact
+from search.storage import anchored, hide_passwords, redact, without_password
 from search.study import prepare
 
 
@@ -53,13 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="default sweeps/FAMILY.yaml")
     parser.add_argument("--create", action="store_true", help="register the sweep with W&B (needs wandb login)")
     args = parser.parse_args(argv)
+    hide_passwords(sys.argv)
     if "," in args.family or args.family == "all":
         raise ConfigError("a sweep covers one family; pass --family with one name")
+    check_study_name(args.study)
     quiet_libraries()
     [space] = load_spaces(args)
     _, study = prepare(args, space)
     # Absolute paths: each agent runs the command from wherever `wandb agent` was started.
-    agent_args = ["--family", space.family, "--study", study, "--storage", anchored(args.storage),
+    # W&B keeps the sweep's command and shows it to everyone in the project: no password in it.
+    agent_args = ["--family", space.family, "--study", study, "--storage", without_password(anchored(args.storage)),
                   "--metric", args.metric, "--output-root", str(Path(args.output_root).resolve()),
                   "--wandb-project", args.wandb_project]
     if args.space:
@@ -72,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             local = flag.endswith("data") or (flag == "--checkpoint" and Path(value).exists())  # not a hub id
             agent_args += [flag, str(Path(value).resolve()) if local else value]
     if args.storage != redact(args.storage):
-        print("note: the storage URL has a password and is written into the sweep file's command; "
-              "prefer a password in ~/.pgpass or PGPASSWORD", file=sys.stderr)
+        print("note: the sweep file's command has the storage URL without its password; give each agent "
+              "the password in PGPASSWORD or ~/.pgpass", file=sys.stderr)
     config = sweep_config(space, study, args.metric, agent_args)
     output = Path(args.output or Path("sweeps") / f"{space.family}.yaml")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -100,19 +100,22 @@ class Workers:
     needs them too, to check the input before it creates the study; so the workers start first, import
     them at the same time as the parent, and wait for `run` before they open the study. Leaving the
     `with` block without `run` (the input was wrong, or Ctrl-C) stops them with the study untouched.
+    `env` is added to each worker's environment: what must stay out of its command line (the storage URL).
     """
 
-    def __init__(self, argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1):
+    def __init__(self, argv: list[str], gpus: list[str], per_gpu: int, per_trial: int = 1,
+                 env: dict[str, str] | None = None):
         self.procs: list[subprocess.Popen] = []
         self.printers: list[threading.Thread] = []
         self.released = False
         workers = slots(gpus, per_gpu, per_trial)
         threads = cpu_threads(len(workers) * per_trial)
         for index, ((name, devices), port) in enumerate(zip(workers, free_ports(len(workers)))):
-            env = {"OMP_NUM_THREADS": threads, **os.environ, "CUDA_VISIBLE_DEVICES": devices,
-                   "SUMSWEEP_WORKER": name, "SUMSWEEP_WORKER_INDEX": str(index), "PYTHONUNBUFFERED": "1"}
-            proc = subprocess.Popen(worker_command(argv, per_trial, port), env=env, text=True, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            environ = {"OMP_NUM_THREADS": threads, **os.environ, **(env or {}), "CUDA_VISIBLE_DEVICES": devices,
+                       "SUMSWEEP_WORKER": name, "SUMSWEEP_WORKER_INDEX": str(index), "PYTHONUNBUFFERED": "1"}
+            proc = subprocess.Popen(worker_command(argv, per_trial, port), env=environ, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
             self.procs.append(proc)
             self.printers.append(threading.Thread(target=_prefix_lines, args=(proc, name), daemon=True))
             self.printers[-1].start()

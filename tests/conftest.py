@@ -1,4 +1,5 @@
 import os
+import re
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SEQ2SEQ = ["bart", "t5", "mt5", "flan-t5"]
 CAUSAL = ["gpt2", "kogpt2"]
 FAMILIES = SEQ2SEQ + CAUSAL
+SECRET = "SECRET-pw-3f9a1c"  # a storage password that must reach no file and no console line
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,6 +57,28 @@ def storage_url(request, tmp_path):
             pytest.fail("SUMSWEEP_TEST_POSTGRES is not set; .ci/run starts PostgreSQL and sets it")
         pytest.skip("no PostgreSQL: export SUMSWEEP_TEST_POSTGRES=$(scripts/start_test_postgres.sh)")
     yield url
+    _drop_all_studies(url)
+
+
+@pytest.fixture
+def csv_default_limit():
+    """Python csv's field size limit at its default, whatever an earlier test set (it is process-wide)."""
+    import csv
+
+    before = csv.field_size_limit(131_072)
+    yield 131_072
+    csv.field_size_limit(before)
+
+
+@pytest.fixture
+def password_url():
+    """The test PostgreSQL's URL with a password in it (its trust login takes any): where a real one goes."""
+    url = _postgres_url()
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("SUMSWEEP_TEST_POSTGRES is not set; .ci/run starts PostgreSQL and sets it")
+        pytest.skip("no PostgreSQL: export SUMSWEEP_TEST_POSTGRES=$(scripts/start_test_postgres.sh)")
+    yield re.sub(r"://([^:@/]+)@", rf"://\1:{SECRET}@", url, count=1)
     _drop_all_studies(url)
 
 

@@ -50,6 +50,23 @@ def test_missing_file_names_the_file(tmp_path):
     assert str(path) in str(err.value)
 
 
+def test_directory_is_named_as_a_directory(tmp_path):
+    with pytest.raises(DataError, match="is a directory, not a CSV file") as err:
+        read_rows(tmp_path, need_summary=True)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_dialogue_longer_than_csvs_field_limit_is_read_and_truncated(tmp_path, tokenizers, csv_default_limit):
+    long_dialogue = "#Person1#: 내일 회의는 몇 시에 해요? " * 8000  # 200,000+ characters
+    assert len(long_dialogue) > csv_default_limit
+    path = write_csv(tmp_path / "train.csv", [row(0, dialogue=long_dialogue), row(1)])
+    usable, skipped = read_rows(path, need_summary=True)
+    assert usable[0]["dialogue"] == long_dialogue and skipped == 0
+    tokenizer, _ = tokenizers["t5"]
+    split = load_split(path, tokenizer, FAMILIES["t5"], 64, 32, cache_dir=tmp_path / "cache")
+    assert len(split.features[0]["input_ids"]) == 64 and len(split) == 2
+
+
 def test_missing_columns_are_named(tmp_path):
     path = write_csv(tmp_path / "train.csv", [{"fname": "a", "text": DIALOGUE}], columns=("fname", "text"))
     with pytest.raises(DataError) as err:

@@ -91,3 +91,11 @@ def test_non_utf8_file(tmp_path, capsys):
     bad.write_bytes("fname,summary\ndev_1,친구\n".encode("cp949"))
     assert main(["--pred", str(bad), "--gold", gold]) == 2
     assert "UTF-8" in capsys.readouterr().err
+
+
+def test_gold_with_a_dialogue_past_csvs_field_limit_is_scored(tmp_path, capsys, csv_default_limit):
+    gold = [{**GOLD[0], "dialogue": "#Person1#: 안녕 " * 20_000}, GOLD[1]]
+    assert len(gold[0]["dialogue"]) > csv_default_limit
+    pred, gold_path = write_csv(tmp_path / "pred.csv", PRED), write_csv(tmp_path / "gold.csv", gold)
+    assert main(["--pred", pred, "--gold", gold_path]) == 0
+    assert "ROUGE-1" in capsys.readouterr().out

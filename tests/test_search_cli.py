@@ -46,9 +46,13 @@ GOOD = "fname,dialogue,summary\na,#Person1#: 안녕하세요.,인사한다.\n"
 BAD_INPUTS = {
     "unknown family": (lambda p: ["--family", "bart2"], "unknown family 'bart2'"),
     "no trials": (lambda p: ["--trials", "0"], "--trials 0"),
+    "study name too long": (lambda p: ["--demo", "--study", "s" * 513], "--study is 513 characters long"),
+    "empty study name": (lambda p: ["--demo", "--study", " "], "--study is empty"),
     "bare sqlite path": (lambda p: ["--storage", "studies.db"], "sqlite:///studies.db"),
     "no data": (lambda p: [], "--demo"),
     "missing file": (lambda p: ["--train-data", str(p / "nope.csv"), "--val-data", str(p / "nope.csv")], "nope.csv"),
+    "directory as data": (lambda p: ["--train-data", str(p), "--val-data", write(p / "v.csv", GOOD)],
+                          "is a directory, not a CSV file"),
     "wrong columns": (lambda p: ["--train-data", write(p / "w.csv", "id,text\n1,x\n"),
                                  "--val-data", write(p / "v.csv", GOOD)], "no column fname, dialogue, summary"),
     "empty csv": (lambda p: ["--train-data", write(p / "e.csv", ""), "--val-data", write(p / "v.csv", GOOD)],
@@ -151,3 +155,22 @@ def _running(url: str) -> bool:
         return False
     study = optuna.load_study(study_name="ctrlc", storage=storage)
     return any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def test_storage_password_with_a_raw_at_is_hidden_whole(capsys):
+    code, err = run_main(["--demo", "--storage", "postgresql://user:pa55w0rd@ter2q@127.0.0.1:1/db"], capsys)
+    assert code == 2 and "pa55w0rd" not in err and "ter2q" not in err, err
+    assert "user:***@127.0.0.1:1/db" in err and "%40" in err and err.count("\n") == 1
+
+
+def test_rows_left_out_for_an_empty_dialogue_are_counted_at_the_study_start(tmp_path, capsys):
+    from search.study import prepare
+
+    train = write(tmp_path / "t.csv", GOOD + "b,,요약\nc, ,요약\nd,#Person1#: 네.,\n")
+    args = build_parser().parse_args(["--demo", "--train-data", train, "--trials", "1", "--no-wandb",
+                                      "--storage", f"sqlite:///{tmp_path / 'studies.db'}",
+                                      "--output-root", str(tmp_path / "outputs")])
+    space = Space.for_family("t5")
+    data, name = prepare(args, space)
+    run_study(args, space, data, name, train_fn=fake_train)
+    assert f"left out for an empty dialogue or summary: 3 rows of {train}, 0 of {data.val}" in capsys.readouterr().out
