@@ -98,8 +98,8 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
-    (train_rows, skipped_train), (_, skipped_val) = (read_rows(path, need_summary=True) for path in (data.train, data.val))
-    data.skipped = (skipped_train, skipped_val)
+    train_rows, skipped_train = read_rows(data.train, need_summary=True)
+    data.skipped = (skipped_train, read_rows(data.val, need_summary=True)[1])
     space.schedule_evals(len(train_rows), world_size())
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
