@@ -88,6 +88,19 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def fail_own_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials of this process: what a second Ctrl-C, which stops at once, may have left."""
+    me = this_process(0)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER)
+        if isinstance(owner, dict) and owner.get("trial") == trial.number and \
+                (owner.get("host"), owner.get("pid")) == (me["host"], me["pid"]):
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, UpdateFinishedTrialError):
+                pass
+
+
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Fail one trial and queue it again; False if another process finished or failed it first."""
     owner = trial.user_attrs[OWNER]

@@ -27,7 +27,7 @@ from models.methods import check_method_possible, load_tokenizer
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
-from search.owners import fail_dead_trials
+from search.owners import fail_dead_trials, fail_own_trials
 from search.sinks import WandbRuns
 from search.space import Space
 from search.storage import open_storage, redact
@@ -200,10 +200,15 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()
-    with HeldInterrupt().installed() as interrupt:
-        run_trials(study, objective, args.trials, interrupt, timeout=args.timeout, catch=catch,
-                   before_trial=reseed(args, space),
-                   callbacks=[keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None), progress])
+    try:
+        with HeldInterrupt().installed() as interrupt:
+            run_trials(study, objective, args.trials, interrupt, timeout=args.timeout, catch=catch,
+                       before_trial=reseed(args, space),
+                       callbacks=[keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                                  progress])
+    except KeyboardInterrupt:
+        fail_own_trials(study)  # a second Ctrl-C stops at once, maybe before the trial was recorded
+        raise
     if wandb and wandb.upload_hint():
         print(wandb.upload_hint())
     return study
