@@ -101,10 +101,11 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                interrupt: HeldInterrupt, callbacks: Sequence[Callback] = (),
                catch: tuple[type[Exception], ...] = (Exception,), timeout: float | None = None,
                before_trial: Callable[[optuna.Study, optuna.Trial], None] | None = None) -> None:
-    """Trials until the study holds `target` finished ones, with others running them too; stops early after
-    as many failures in this process as the trials it set out to add, or after `timeout` seconds."""
+    """Trials until the study holds `target` finished ones, with others running them too. Failed trials are
+    made up, but a process stops after as many failures as the trials it set out to add (3 at least: it
+    may be the last one running), or once `timeout` seconds have passed."""
     start = time.monotonic()
-    patience = max(1, target - standing(study)[0])
+    patience = max(3, target - standing(study)[0])
     failures = 0
     while failures < patience and (timeout is None or time.monotonic() - start < timeout):
         fail_dead_trials(study)

@@ -87,6 +87,18 @@ def test_pruner_stops_bad_trials_early(storage_url, tmp_path, study_name):
         assert max(trial.intermediate_values) < last and trial.user_attrs["steps"] < last
 
 
+def test_a_failed_trial_is_made_up_before_the_search_ends(storage_url, tmp_path, study_name):
+    def fails_once(config, *args, label=None, **kwargs):
+        if label == "trial-0001":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return fake_train(config, *args, label=label, **kwargs)
+
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "3"), Space.for_family("t5"), data(tmp_path),
+                      study_name, train_fn=fails_once)
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+
+
 def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_name):
     study = run_study(args_for(storage_url, tmp_path, "--trials", "5", "--pruner", "none"), Space.for_family("t5"),
                       data(tmp_path), study_name, train_fn=fake_train)
