@@ -35,6 +35,7 @@ from search.summary import print_report, short
 from search.trials import FINISHED, run_trials
 from search.workers import wait_to_go
 
+
 def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "grid":
@@ -50,8 +51,9 @@ def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.B
 
 
 def worker_seed(seed: int | None) -> int | None:
-    """--seed for this process's sampler: --seed plus the worker's number (search/workers.py numbers them),
-    since workers of one study seeded alike would draw the same parameters, trial for trial."""
+    """--seed for the sampler a process opens the study with: --seed plus the worker's number (search/workers.py
+    numbers them), since workers seeded alike would draw alike. Grid and QMC keep it; the others are seeded
+    again for each trial (reseed)."""
     return None if seed is None else seed + int(os.environ.get("SUMSWEEP_WORKER_INDEX", "0"))
 
 
@@ -123,8 +125,7 @@ def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> op
     """
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
     created = create_empty_study(storage, name)
-    held = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
-    check_space_fits(space, held, name)
+    check_space_fits(space, storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False), name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, worker_seed(args.seed)),
                                 pruner=make_pruner(args.pruner, space.defaults.training.eval_steps))
@@ -166,7 +167,8 @@ def describe(d: optuna.distributions.BaseDistribution) -> str:
     if isinstance(d, optuna.distributions.CategoricalDistribution):
         return f"choices {list(d.choices)}"
     kind = "integers" if isinstance(d, optuna.distributions.IntDistribution) else "floats"
-    return f"{kind} {d.low}..{d.high}" + (" (log)" if d.log else "") + (f" step {d.step}" if d.step not in (None, 1) else "")
+    step = f" step {d.step}" if d.step not in (None, 1) else ""
+    return f"{kind} {d.low}..{d.high}" + (" (log)" if d.log else "") + step
 
 
 def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
