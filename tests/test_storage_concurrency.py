@@ -53,8 +53,9 @@ def test_eight_workers_and_a_reader_lose_no_trial(tmp_path):
 
 
 # Processes started together in each round. Each SQLite round is a new file: creating its tables raced
-# in 3 of 4 tries with 2 processes. PostgreSQL's tables exist after the first test: its rounds race on the study.
-ROUNDS = {"sqlite": (2, 2, 2, 2, 8), "postgresql": (2, 8)}
+# in 3 of 4 tries with 2 processes (three tries all missing it: 1 in 64). PostgreSQL's tables exist after
+# the first test: its rounds race on the study and its trials.
+ROUNDS = {"sqlite": (2, 2, 2, 8), "postgresql": (2, 8)}
 
 
 def search_process(index: int, rounds, url_for_round, start) -> None:
@@ -75,7 +76,7 @@ def search_process(index: int, rounds, url_for_round, start) -> None:
         start.wait()
         if index >= processes:
             continue
-        argv = ["--family", "t5", "--trials", "4", "--storage", url_for_round(number), "--study", f"together-{number}",
+        argv = ["--family", "t5", "--trials", "3", "--storage", url_for_round(number), "--study", f"together-{number}",
                 "--seed", "3", "--no-wandb", "--output-root", str(Path(gettempdir()) / f"together-{os.getpid()}")]
         try:
             run_cli(lambda: main(argv))
@@ -111,7 +112,7 @@ def test_searches_started_together_share_one_study_and_stop_at_its_target(storag
     assert [p.exitcode for p in processes] == [0] * len(processes)
     for number in range(len(rounds)):
         trials = optuna.load_study(study_name=f"together-{number}", storage=open_storage(url_for_round(number))).trials
-        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4, number
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3, number
         assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1, number
         assert not [t for t in trials if t.state == TrialState.RUNNING], number
         drawn = [t.params for t in trials if t.params and not t.user_attrs.get("baseline")]
