@@ -12,6 +12,7 @@ from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
 from models.errors import ConfigError
+from search.interrupts import TrialInterrupted
 from search.names import check_study_name, study_folder
 from search.space import SPACES_DIR, Space
 from search.storage import (DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, STORAGE_ENV, check_url, default_url,
@@ -126,6 +127,8 @@ def check_options(args) -> list[str]:
     """The options' own mistakes, found before anything starts; returns the --gpus list."""
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed {args.seed} is negative; use 0 or more")
     check_url(args.storage)
     check_study_name(args.study)
     if args.space and "," in args.family:
@@ -182,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             from search.study import search
 
             code = search(args, spaces)
-    except KeyboardInterrupt:
-        print("\ninterrupted: a running trial is recorded as failed; run the same command to go on", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        # Only a Ctrl-C that stopped a trial (here or in a worker) has recorded one as failed.
+        said = "a running trial is recorded as failed; " if isinstance(stop, TrialInterrupted) else ""
+        print(f"\ninterrupted: {said}run the same command to go on", file=sys.stderr)
         return 130
     if code == 0 and not args.worker and args.storage.startswith("sqlite:///"):
         print(f"look at it: optuna-dashboard {args.storage}")

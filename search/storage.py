@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -23,6 +25,12 @@ STORAGE_ENV = "SUMSWEEP_STORAGE"  # the storage URL given out of the command lin
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # > the longest pause between heartbeats, a slow eval included
 BUSY_TIMEOUT_SECONDS = 60
+with warnings.catch_warnings():  # marked experimental; we rely on it knowingly
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # A trial whose worker died is queued again with the same parameters, up to 3 times (search/owners.py too).
+    RETRY_STALE = RetryHeartbeatStaleTrialCallback(max_retry=3)
+# What processes opening a new database at the same moment see when another one created a table first.
+CREATION_RACE = ("already exists", "duplicate key", "unique constraint", "database is locked")
 
 
 class StorageError(ConfigError):
@@ -66,6 +74,8 @@ def check_url(url: str) -> None:
                            "(optuna-dashboard wants the same form)")
     if url.startswith("sqlite:///"):
         folder = Path(url.removeprefix("sqlite:///")).parent
+        if folder.exists() and not folder.is_dir():
+            raise StorageError(f"storage folder {folder} is a file, not a folder; use a path in a folder")
         if not folder.is_dir():
             raise StorageError(f"storage folder {folder} does not exist; create it or use another path")
     elif "@" in (_host(url) or ""):  # the driver would take the password's tail for the host
@@ -87,16 +97,13 @@ def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,
     sqlite = url.startswith("sqlite:///")
     if sqlite:
         _use_wal(Path(url.removeprefix("sqlite:///")))
+        _check_writable(Path(url.removeprefix("sqlite:///")))
         # isolation_level None: Python's sqlite3 must not open transactions itself (see _serialize_writes)
         engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": None}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # the retry callback is marked experimental; we rely on it knowingly
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                 grace_period=grace_period,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        storage = _rdb_storage(url, engine_kwargs, heartbeat, grace_period)
     except Exception as err:  # sqlalchemy's errors carry the whole URL: never print them raw
         reason = redact(str(err).splitlines()[0]) if str(err) else type(err).__name__
         raise StorageError(f"cannot open storage {redact(url)} ({reason}); check the URL, "
@@ -104,6 +111,20 @@ def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,
     if sqlite:
         _serialize_writes(storage.engine)
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace_period: int) -> RDBStorage:
+    """Optuna's storage; opened again when another process created the same tables meanwhile (on the
+    next try the tables exist, and Optuna leaves them be)."""
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                              grace_period=grace_period, heartbeat_stale_trial_callback=RETRY_STALE)
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt == 4 or not any(words in str(err).lower() for words in CREATION_RACE):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _serialize_writes(engine) -> None:
@@ -118,8 +139,40 @@ def _serialize_writes(engine) -> None:
 
 def _use_wal(path: Path) -> None:
     # WAL is a property of the database file, so setting it once here covers every later connection.
-    with sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS) as db:
+    with _sqlite_faults(path), sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS) as db:
         db.execute("PRAGMA journal_mode=WAL")
+
+
+def _check_writable(path: Path) -> None:
+    """A study writes from its first step: a file it can read but not write is refused before any work."""
+    with _sqlite_faults(path):
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            # A write rolled back: SQLite opens a file it may not write read-only, and says so only on a write.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE sumsweep_write_check (x)")
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+
+
+@contextmanager
+def _sqlite_faults(path: Path):
+    """SQLite's own errors about the file, as one line naming it and the fix."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        said = str(err)
+        if "not a database" in said:
+            raise StorageError(f"storage file {path} is not a SQLite database; point --storage at another file "
+                               "(e.g. sqlite:///studies.db) or move it away") from None
+        if "readonly" in said or "read-only" in said:
+            raise StorageError(f"storage file {path} is read-only; make it writable, or copy it to a writable "
+                               "folder and point --storage at the copy") from None
+        if "unable to open" in said:
+            raise StorageError(f"cannot create or open storage file {path}: its folder {path.parent} is not "
+                               "writable; make it writable or point --storage at a writable folder") from None
+        raise StorageError(f"storage file {path} cannot be used ({said}); point --storage at another file") from None
 
 
 def study_names(storage: RDBStorage) -> list[str]:

@@ -8,9 +8,14 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy
 import optuna
+from optuna.distributions import check_distribution_compatibility
+from optuna.storages import RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from models.cli import quiet_libraries
@@ -23,13 +28,13 @@ from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
+from search.owners import fail_dead_trials, fail_own_trials
 from search.sinks import WandbRuns
 from search.space import Space
 from search.storage import open_storage, redact
 from search.summary import fail_reason, print_report, short
+from search.trials import FINISHED, run_trials
 from search.workers import wait_to_go
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -47,9 +52,27 @@ def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.B
 
 
 def worker_seed(seed: int | None) -> int | None:
-    """--seed for this process's sampler: --seed plus the worker's number (search/workers.py numbers them),
-    since workers of one study seeded alike would draw the same parameters, trial for trial."""
+    """--seed for the sampler a process opens the study with: --seed plus the worker's number (search/workers.py
+    numbers them), since workers seeded alike would draw alike. Grid and QMC keep it; the others are seeded
+    again for each trial (reseed)."""
     return None if seed is None else seed + int(os.environ.get("SUMSWEEP_WORKER_INDEX", "0"))
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial `number`: --seed mixed with the number, which the study gives one trial
+    only. A new study is repeatable, and no trial draws another's parameters: not a resumed study's
+    first trials, nor a trial of a worker or of another search started at the same moment."""
+    return int(numpy.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def reseed(args, space: Space) -> Callable[[optuna.Study, optuna.Trial], None]:
+    """Before each trial draws its parameters: a sampler seeded for that trial. Grid and QMC keep theirs:
+    the study itself records which points they have drawn, so a resumed study goes on from there."""
+    def seeded(study: optuna.Study, trial: optuna.Trial) -> None:
+        if args.seed is not None and args.sampler not in ("grid", "qmc"):
+            study.sampler = make_sampler(args.sampler, space, trial_seed(args.seed, trial.number))
+
+    return seeded
 
 
 def make_pruner(name: str, eval_steps: int, trial_0_steps: int | None) -> optuna.pruners.BasePruner:
@@ -112,15 +135,18 @@ def prepare(args, space: Space) -> tuple[Data, str]:
 def open_study(args, space: Space, name: str, queue_baseline: bool = True) -> optuna.Study:
     """Load the study, or create it with trial 0 (the space's defaults) queued first.
 
-    A sweep agent passes queue_baseline=False: it never asks the study for a trial, so a queued one
-    would wait forever.
+    Of processes opening a new study at the same moment, the one that creates it queues trial 0. A space
+    whose ranges the study's trials cannot share is refused before anything is written. A sweep agent
+    passes queue_baseline=False: it never asks the study for a trial, so a queued one would wait forever.
     """
     storage = open_storage(args.storage, args.heartbeat, args.grace_period)
+    created = create_empty_study(storage, name)
+    check_space_fits(space, storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False), name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(args.sampler, space, worker_seed(args.seed)),
                                 pruner=make_pruner(args.pruner, space.defaults.training.eval_steps,
                                                    space.trial_0_steps))
-    if not study.get_trials(deepcopy=False) and "family" not in study.user_attrs:
+    if created:
         study.set_user_attr("family", space.family)
         study.set_user_attr("space", str(space.path))
         study.set_user_attr("metric", args.metric)
@@ -139,8 +165,41 @@ def outcome(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     return f"({fail_reason(trial)})" if trial.state == TrialState.FAIL else ""
 
 
+def create_empty_study(storage: RDBStorage, name: str) -> bool:
+    """Create the study if it does not exist; True for the one process that did."""
+    try:
+        storage.create_new_study([StudyDirection.MAXIMIZE], name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def check_space_fits(space: Space, trials: list[optuna.trial.FrozenTrial], name: str) -> None:
+    """Refuse a space that Optuna cannot mix with the study's trials (a changed `choices` list, a range made
+    log or integer): every new trial would fail at its first parameter."""
+    stored = {key: d for t in trials for key, d in t.distributions.items()}
+    for p in space.params:
+        if p.name in stored:
+            try:
+                check_distribution_compatibility(stored[p.name], p.distribution)
+            except ValueError:
+                raise ConfigError(
+                    f"{space.path.name} changes {p.name} from {describe(stored[p.name])} to "
+                    f"{describe(p.distribution)}, which study {name}'s trials cannot share; start a new study "
+                    f"(--study NEW-NAME) or put the old range back") from None
+
+
+def describe(d: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(d.choices)}"
+    kind = "integers" if isinstance(d, optuna.distributions.IntDistribution) else "floats"
+    step = f" step {d.step}" if d.step not in (None, 1) else ""
+    return f"{kind} {d.low}..{d.high}" + (" (log)" if d.log else "") + step
+
+
 def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
     study = open_study(args, space, name)
+    fail_dead_trials(study)  # before counting: a trial of a process that died on this host is not running
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = args.trials - done
     print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
@@ -171,11 +230,15 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()
-    with HeldInterrupt().installed() as interrupt:
-        study.optimize(interrupt.guard(objective), n_trials=remaining, timeout=args.timeout, catch=catch,
-                       callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=FINISHED),
-                                  keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
-                                  progress, interrupt.after_trial])
+    try:
+        with HeldInterrupt().installed() as interrupt:
+            run_trials(study, objective, args.trials, interrupt, timeout=args.timeout, catch=catch,
+                       before_trial=reseed(args, space),
+                       callbacks=[keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                                  progress])
+    except KeyboardInterrupt:
+        fail_own_trials(study)  # a second Ctrl-C stops at once, maybe before the trial was recorded
+        raise
     if wandb and wandb.upload_hint():
         print(wandb.upload_hint())
     return study

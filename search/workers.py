@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from models.errors import ConfigError
+from search.interrupts import TrialInterrupted
 
 MPS_CONTROL = "nvidia-cuda-mps-control"  # ships with NVIDIA's driver
 
@@ -147,7 +148,7 @@ class Workers:
                     proc.send_signal(signal.SIGINT)
             for proc in self.procs:
                 proc.wait()
-            raise
+            raise TrialInterrupted from None  # each worker has recorded its running trial as failed
         finally:
             for printer in self.printers:
                 printer.join(timeout=5)

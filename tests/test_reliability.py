@@ -139,7 +139,7 @@ def test_workers_share_one_study_and_stop_together(tmp_path):
     assert "[gpu 0]" in done.stdout and "[gpu 1]" in done.stdout and "best trial" in done.stdout
     study = optuna.load_study(study_name="shared", storage=open_storage(url))
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert 4 <= len(finished) <= 5  # a worker may finish the trial it had started when the 4th ended
+    assert len(finished) == 4  # a worker does not start a trial the study no longer needs
     assert {t.user_attrs["worker"] for t in finished} == {"gpu 0", "gpu 1"}
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
 

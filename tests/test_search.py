@@ -2,6 +2,7 @@
 import math
 import os
 import signal
+import weakref
 from pathlib import Path
 
 import optuna
@@ -86,6 +87,18 @@ def test_pruner_stops_bad_trials_early(storage_url, tmp_path, study_name):
         assert max(trial.intermediate_values) < last and trial.user_attrs["steps"] < last
 
 
+def test_a_failed_trial_is_made_up_before_the_search_ends(storage_url, tmp_path, study_name):
+    def fails_once(config, *args, label=None, **kwargs):
+        if label == "trial-0001":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return fake_train(config, *args, label=label, **kwargs)
+
+    study = run_study(args_for(storage_url, tmp_path, "--trials", "3"), Space.for_family("t5"), data(tmp_path),
+                      study_name, train_fn=fails_once)
+    assert [t.state for t in study.trials].count(TrialState.FAIL) == 1
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+
+
 def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_name):
     study = run_study(args_for(storage_url, tmp_path, "--trials", "5", "--pruner", "none"), Space.for_family("t5"),
                       data(tmp_path), study_name, train_fn=fake_train)
@@ -128,6 +141,69 @@ def test_ctrl_c_while_optuna_records_a_trial_lets_it_finish_then_stops(storage_u
                   study_name, train_fn=fake_train)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def ctrl_c_in_a_weakref_callback() -> None:
+    """Ctrl-C handled while Python runs a weakref callback, as SQLAlchemy's are: the KeyboardInterrupt raised
+    there is printed as "Exception ignored" and dropped."""
+    class Thing:
+        pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: (ctrl_c(), [step for step in range(3)]))  # the handler runs inside
+    del thing
+    assert ref() is None
+
+
+def test_ctrl_c_lost_in_a_weakref_callback_still_stops_the_search(storage_url, tmp_path, study_name):
+    def ctrl_c_after_the_last_eval(config, *args, report=None, **kwargs):
+        def report_then_ctrl_c(step, metrics):
+            stop = report(step, metrics)
+            if step == 5 * config.training.eval_steps:
+                ctrl_c_in_a_weakref_callback()
+            return stop
+
+        return fake_train(config, *args, report=report_then_ctrl_c, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(args_for(storage_url, tmp_path, "--trials", "3", "--pruner", "none"), Space.for_family("t5"),
+                  data(tmp_path), study_name, train_fn=ctrl_c_after_the_last_eval)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_no_trial_running(storage_url, tmp_path, study_name,
+                                                                   monkeypatch):
+    record, pressed, reached = optuna.storages.RDBStorage.set_trial_state_values, [], []
+
+    def ctrl_c_twice_then_record(storage, trial_id, state, values=None):
+        if state.is_finished() and not pressed:
+            pressed.append(True)
+            ctrl_c()  # held: Optuna is recording the trial
+            ctrl_c()  # the user insists
+            reached.append(True)
+        return record(storage, trial_id, state, values)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", ctrl_c_twice_then_record)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(args_for(storage_url, tmp_path, "--trials", "3"), Space.for_family("t5"), data(tmp_path),
+                  study_name, train_fn=fake_train)
+    assert not reached
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_ctrl_c_before_any_trial_says_no_trial_was_failed(tmp_path, monkeypatch, capsys):
+    import search.study
+
+    def interrupted(args, space):
+        ctrl_c()
+        raise AssertionError("the Ctrl-C did not stop the check of the input")
+
+    monkeypatch.setattr(search.study, "prepare", interrupted)
+    assert main(["--family", "t5", "--demo", "--storage", f"sqlite:///{tmp_path / 'studies.db'}", "--no-wandb"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "trial" not in err
 
 
 def test_every_sampler_runs_a_study(storage_url, tmp_path, study_name):
