@@ -1,4 +1,4 @@
-"""python scripts/collect_results.py --output results_comparison.csv [--storage URL]
+"""python -m search.collect --output results_comparison.csv [--storage URL]
 
 Every finished trial of every study in the storage as one CSV row (read from the studies,
 not from the text files under outputs/).
@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import optuna
+from optuna.trial import TrialState
 
-import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-
-from models.cli import run_cli  # noqa: E402
-from search.storage import DEFAULT_URL, open_storage, study_names  # noqa: E402
+from models.cli import run_cli
+from search.storage import DEFAULT_URL, open_storage, study_names
 
 FIXED = ["study", "trial", "state", "family", "checkpoint", "method", "rouge1", "rouge2", "rougeL", "mean",
          "eval_loss", "train_seconds", "peak_memory_gb", "steps"]
@@ -41,7 +37,7 @@ def rows(storage) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m search.collect", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="results_comparison.csv")
     parser.add_argument("--storage", default=DEFAULT_URL)
     args = parser.parse_args(argv)
