@@ -48,6 +48,23 @@ def check_url(url: str) -> None:
         folder = Path(url.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise StorageError(f"storage folder {folder} does not exist; create it or use another path")
+    if url.startswith("postgresql"):
+        check_postgres_driver(url)
+
+
+def check_postgres_driver(url: str) -> None:
+    """The PostgreSQL driver is an extra (sumsweep[postgres]): a URL that needs it says so before any work."""
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except sqlalchemy.exc.ArgumentError:
+        return  # a malformed URL or unknown driver: open_storage names it
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        fix = ("pip install 'sumsweep[postgres]'" if dialect.driver == "psycopg" else
+               "install it, or use postgresql:// after pip install 'sumsweep[postgres]'")
+        raise StorageError(f"storage {redact(url)} needs the PostgreSQL driver {dialect.driver}, "
+                           f"which is not installed; {fix}") from None
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,

@@ -88,6 +88,13 @@ def test_storage_password_never_printed(capsys):
     assert code == 2 and "hunter2" not in err and "user:***@" in err
 
 
+def test_postgres_url_without_the_driver_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import fails, as where sumsweep[postgres] is not installed
+    code, err = run_main(["--demo", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "pip install 'sumsweep[postgres]'" in err and "hunter2" not in err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
