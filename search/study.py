@@ -19,6 +19,7 @@ from models.demo import DEMO_OVERRIDES, demo_assets
 from models.distributed import leave, rank, share, wait_for_everyone, world_size
 from models.errors import ConfigError
 from models.methods import check_method_possible, load_tokenizer
+from models.train import parse_overrides
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
 from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
@@ -69,7 +70,7 @@ def make_pruner(name: str, eval_steps: int) -> optuna.pruners.BasePruner:
 
 def prepare(args, space: Space) -> tuple[Data, str]:
     """Everything that can be wrong with the input, found before any study is touched; fixes the
-    command's choices (--demo, --checkpoint, --method) into `space`. Returns the data and the study name."""
+    command's choices (--demo, --checkpoint, --method, --set) into `space`. Returns the data and the study name."""
     if args.demo:
         assets = demo_assets(space.family)
         for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
@@ -83,6 +84,8 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
+    for key, value in parse_overrides(args.set).items():
+        space.fix(key, value)
     read_rows(data.train, need_summary=True)
     read_rows(data.val, need_summary=True)
     method_param = next((p for p in space.params if p.name == "method"), None)
