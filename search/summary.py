@@ -60,12 +60,14 @@ def write_report(study: optuna.Study, folder: Path) -> None:
             states[t.state.name] += 1
     header = [f"study: {study.study_name}", "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items()), ""]
     (folder / "summary.txt").write_text("\n".join(header + best_lines(study)) + "\n", encoding="utf-8")
-    for name in PLOTS:
-        try:
-            write_html_plot(study, name, folder / f"{name}.html")
-            write_png_plot(study, name, folder / f"{name}.png")
-        except SKIPPED as err:
-            log.debug("skipped %s: %s", name, err)
+    with warnings.catch_warnings():  # importances warn of parameters tried once: every small study has them
+        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
+        for name in PLOTS:
+            try:
+                write_html_plot(study, name, folder / f"{name}.html")
+                write_png_plot(study, name, folder / f"{name}.png")
+            except SKIPPED as err:
+                log.debug("skipped %s: %s", name, err)
 
 
 def write_html_plot(study: optuna.Study, name: str, path: Path) -> None:
