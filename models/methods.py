@@ -75,12 +75,12 @@ def check_method_possible(method: str, has_cuda: bool | None = None) -> None:
             import unsloth  # noqa: F401  (must be imported before transformers' models are built)
         except ImportError:
             raise ConfigError("method 'unsloth' needs the unsloth extra; install it with "
-                              "pip install -e .[unsloth]") from None
+                              "pip install 'sumsweep[unsloth]' (in a checkout: pip install -e '.[unsloth]')") from None
     if method == "qlora":
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise ConfigError("method 'qlora' needs bitsandbytes; install it with pip install -e .[qlora]") from None
+            raise ConfigError("method 'qlora' needs bitsandbytes; install it with pip install 'bitsandbytes>=0.50.2'") from None
 
 
 def build_model(config: TrainConfig, family: Family, device: torch.device, compute_dtype: torch.dtype):

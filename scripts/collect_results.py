@@ -1,60 +1,15 @@
 """python scripts/collect_results.py --output results_comparison.csv [--storage URL]
 
-Every finished trial of every study in the storage as one CSV row (read from the studies,
-not from the text files under outputs/).
+Every finished trial of every study in the storage as one CSV row: `sumsweep collect` (search/collect.py),
+kept here for the commands already written down.
 """
-from __future__ import annotations
-
-import argparse
-import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without the package installed
 
 from models.cli import run_cli  # noqa: E402
-from search.storage import default_url, open_storage, study_names  # noqa: E402
-
-FIXED = ["study", "trial", "state", "family", "checkpoint", "method", "rouge1", "rouge2", "rougeL", "mean",
-         "eval_loss", "train_seconds", "peak_memory_gb", "steps"]
-STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def rows(storage) -> list[dict]:
-    out = []
-    for name in study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        for trial in study.get_trials(deepcopy=False, states=STATES):
-            config = trial.user_attrs.get("config", {})
-            out.append({
-                "study": name, "trial": trial.number, "state": trial.state.name.lower(),
-                "family": config.get("model.architecture", study.user_attrs.get("family")),
-                "checkpoint": config.get("model.checkpoint", study.user_attrs.get("checkpoint")),
-                "method": trial.user_attrs.get("method", config.get("method")),
-                **{k: trial.user_attrs.get(k) for k in FIXED[6:]},
-                **trial.params,
-            })
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="results_comparison.csv")
-    parser.add_argument("--storage", default=default_url(), help="default $SUMSWEEP_STORAGE, else sqlite:///studies.db")
-    args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table = rows(open_storage(args.storage))
-    params = sorted({k for row in table for k in row} - set(FIXED))
-    with open(args.output, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIXED + params)
-        writer.writeheader()
-        writer.writerows(table)
-    print(f"wrote {len(table)} trials of {len({r['study'] for r in table})} studies to {args.output}")
-    return 0
-
+from search.collect import main  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(main)

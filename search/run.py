@@ -50,7 +50,7 @@ def load_spaces(args) -> list[Space]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="t5", help="a family, a comma-separated list, or all (default t5)")
-    parser.add_argument("--space", help="your own space file (a copy of spaces/FAMILY.yaml)")
+    parser.add_argument("--space", help=f"your own space file (a copy of FAMILY.yaml from {SPACES_DIR})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
     parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
     parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--checkpoint", help="hub id or local folder; fixes model.checkpoint")
     parser.add_argument("--method", choices=("full", "lora", "qlora", "unsloth"), help="fixes the training method")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fixes a config key for every trial, e.g. --set training.num_epochs=1 (repeatable)")
     parser.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
     parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
     parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
@@ -99,6 +101,8 @@ def worker_argv(argv: list[str], space: Space) -> list[str]:
         flag = action.option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
             out += [flag] if value else []
+        elif isinstance(value, list):  # a repeatable option: the flag once per value
+            out += [word for item in value for word in (flag, item)]
         else:
             out += [flag, str(value)]
     return out + ["--space", str(space.path)]

@@ -17,7 +17,15 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from models.config import TrainConfig
 from models.errors import ConfigError
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+
+def _spaces_dir() -> Path:
+    """The family space files: package data once installed, else the checkout's spaces/ (the files users copy)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "spaces"  # setup.cfg ships spaces/*.yaml as the package search.spaces
+    return installed if installed.is_dir() else here.parent / "spaces"
+
+
+SPACES_DIR = _spaces_dir()
 
 
 class SpaceError(ConfigError):

@@ -81,6 +81,8 @@ def check_url(url: str) -> None:
     elif "@" in (_host(url) or ""):  # the driver would take the password's tail for the host
         raise StorageError(f"storage {redact(url)} has an @ in its password; write it as %40, or leave the "
                            "password out of the URL and set PGPASSWORD")
+    if url.startswith("postgresql"):
+        check_postgres_driver(url)
 
 
 def _host(url: str) -> str | None:
@@ -88,6 +90,21 @@ def _host(url: str) -> str | None:
         return sqlalchemy.engine.make_url(url).host
     except sqlalchemy.exc.ArgumentError:  # not a URL SQLAlchemy can read: open_storage says so
         return None
+
+
+def check_postgres_driver(url: str) -> None:
+    """The PostgreSQL driver is an extra (sumsweep[postgres]): a URL that needs it says so before any work."""
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except sqlalchemy.exc.ArgumentError:
+        return  # a malformed URL or unknown driver: open_storage names it
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        fix = ("pip install 'sumsweep[postgres]'" if dialect.driver == "psycopg" else
+               "install it, or use postgresql:// after pip install 'sumsweep[postgres]'")
+        raise StorageError(f"storage {redact(url)} needs the PostgreSQL driver {dialect.driver}, "
+                           f"which is not installed; {fix}") from None
 
 
 def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,

@@ -24,6 +24,7 @@ from models.demo import DEMO_OVERRIDES, demo_assets
 from models.distributed import leave, rank, share, wait_for_everyone, world_size
 from models.errors import ConfigError
 from models.methods import check_method_possible, load_tokenizer
+from models.train import parse_overrides
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
@@ -107,7 +108,7 @@ def pruning_plan(pruner: str, space: Space) -> str:
 
 def prepare(args, space: Space) -> tuple[Data, str]:
     """Everything that can be wrong with the input, found before any study is touched; fixes the
-    command's choices (--demo, --checkpoint, --method) into `space`. Returns the data and the study name."""
+    command's choices (--demo, --checkpoint, --method, --set) into `space`. Returns the data and the study name."""
     if args.demo:
         assets = demo_assets(space.family)
         for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
@@ -121,6 +122,8 @@ def prepare(args, space: Space) -> tuple[Data, str]:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
+    for key, value in parse_overrides(args.set).items():
+        space.fix(key, value)
     train_rows, skipped_train = read_rows(data.train, need_summary=True)
     data.skipped = (skipped_train, read_rows(data.val, need_summary=True)[1])
     space.schedule_evals(len(train_rows), world_size())

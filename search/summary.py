@@ -1,7 +1,9 @@
-"""What a finished study leaves behind: outputs/{study}/summary.txt and optuna's plots as HTML."""
+"""What a finished study leaves behind: outputs/{study}/summary.txt and optuna's plots as HTML and PNG."""
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -11,11 +13,10 @@ from models.errors import OutputError
 
 log = logging.getLogger(__name__)
 
-PLOTS = {
-    "optimization_history.html": optuna.visualization.plot_optimization_history,
-    "param_importances.html": optuna.visualization.plot_param_importances,
-    "intermediate_values.html": optuna.visualization.plot_intermediate_values,
-}
+# Each plot as plotly HTML (interactive) and as a matplotlib PNG (for reports, viewers without a browser).
+PLOTS = ("optimization_history", "param_importances", "intermediate_values")
+# Not plotted: importances need two completed trials, intermediate values a reported eval.
+SKIPPED = (ValueError, RuntimeError, ImportError)
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
@@ -61,11 +62,37 @@ def write_report(study: optuna.Study, folder: Path) -> None:
             states[t.state.name] += 1
     header = [f"study: {study.study_name}", "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items()), ""]
     (folder / "summary.txt").write_text("\n".join(header + best_lines(study)) + "\n", encoding="utf-8")
-    for name, plot in PLOTS.items():
-        try:
-            plot(study).write_html(folder / name, include_plotlyjs="cdn")
-        except (ValueError, RuntimeError, ImportError) as err:  # importances need two completed trials
-            log.debug("skipped %s: %s", name, err)
+    with warnings.catch_warnings():  # importances warn of parameters tried once: every small study has them
+        warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
+        for name in PLOTS:
+            try:
+                write_html_plot(study, name, folder / f"{name}.html")
+                write_png_plot(study, name, folder / f"{name}.png")
+            except SKIPPED as err:
+                log.debug("skipped %s: %s", name, err)
+
+
+def write_html_plot(study: optuna.Study, name: str, path: Path) -> None:
+    """plotly's JavaScript goes inside the file (~4 MB): a plot that loads it from a CDN is blank offline."""
+    figure = getattr(optuna.visualization, f"plot_{name}")(study)
+    figure.write_html(path, include_plotlyjs=True)
+
+
+def write_png_plot(study: optuna.Study, name: str, path: Path) -> None:
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # a command writes files: no window, no display needed
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = getattr(optuna.visualization.matplotlib, f"plot_{name}")(study)
+    figure = axes.figure
+    try:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 def print_report(study: optuna.Study, folder: Path) -> None:

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         agent_args += ["--space", str(Path(args.space).resolve())]
     if args.demo:
         agent_args.append("--demo")
+    for pair in args.set:
+        agent_args += ["--set", pair]
     for flag, value in (("--train-data", args.train_data), ("--val-data", args.val_data),
                         ("--checkpoint", args.checkpoint), ("--method", args.method)):
         if value:

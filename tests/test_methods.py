@@ -46,5 +46,5 @@ def test_unsloth_without_the_extra_says_how_to_install_it():
         pytest.skip("unsloth is installed here")
     except Exception:
         pass
-    with pytest.raises(ConfigError, match=r"pip install -e \.\[unsloth\]"):
+    with pytest.raises(ConfigError, match=r"pip install 'sumsweep\[unsloth\]'"):
         check_method_possible("unsloth", has_cuda=True)

@@ -243,7 +243,7 @@ def test_demo_study_end_to_end(storage_url, tmp_path, capsys):
     assert "best trial" in (report / "summary.txt").read_text(encoding="utf-8")
     assert (report / "optimization_history.html").is_file()
 
-    from scripts.collect_results import main as collect
+    from search.collect import main as collect
 
     csv_path = tmp_path / "results.csv"
     assert collect(["--storage", storage_url, "--output", str(csv_path)]) == 0

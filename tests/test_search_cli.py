@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from models.cli import run_cli
-from search.run import build_parser, main
+from search.run import build_parser, main, worker_argv
 from search.space import SPACES_DIR, Space
 from search.study import run_study
 from search.storage import open_storage, study_names
@@ -68,6 +68,8 @@ BAD_INPUTS = {
     "bad yaml": (lambda p: ["--space", write(p / "bad.yaml", "model:\n  architecture: t5\n training: [\n")],
                  "not valid YAML"),
     "unsloth on cpu": (lambda p: ["--demo", "--method", "unsloth"], "use --method full, lora or qlora"),
+    "unknown --set key": (lambda p: ["--demo", "--set", "training.learnig_rate=0.1"], "training.learnig_rate"),
+    "--set without =": (lambda p: ["--demo", "--set", "training.num_epochs"], "training.num_epochs=1"),
     "unreachable checkpoint": (lambda p: ["--checkpoint", "no-such-org/no-such-model", "--train-data",
                                           write(p / "t.csv", GOOD), "--val-data", write(p / "v.csv", GOOD)],
                                "model hub cannot be reached"),
@@ -90,6 +92,19 @@ def test_bad_input_is_one_line_and_writes_no_study(case, tmp_path, capsys, monke
 def test_storage_password_never_printed(capsys):
     code, err = run_main(["--demo", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
     assert code == 2 and "hunter2" not in err and "user:***@" in err
+
+
+def test_workers_get_every_set_option():
+    argv = ["--family", "t5", "--demo", "--gpus", "0,1", "--set", "training.max_steps=20", "--set", "method=lora"]
+    forwarded = build_parser().parse_args(worker_argv(argv, Space.for_family("t5")))
+    assert forwarded.set == ["training.max_steps=20", "method=lora"] and forwarded.demo and not forwarded.gpus
+
+
+def test_postgres_url_without_the_driver_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import fails, as where sumsweep[postgres] is not installed
+    code, err = run_main(["--demo", "--storage", "postgresql://user:hunter2@127.0.0.1:1/db"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "pip install 'sumsweep[postgres]'" in err and "hunter2" not in err
 
 
 def free_port() -> int:

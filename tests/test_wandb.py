@@ -156,3 +156,15 @@ def test_sweep_command_names_absolute_paths_for_agents_started_elsewhere(tmp_pat
     assert option["--storage"] == f"sqlite:///{here / 'studies.db'}"
     assert option["--output-root"] == str(here / "outs")
     assert option["--checkpoint"] == str(demo_assets("t5").checkpoint.resolve())
+
+
+def test_sweep_agents_train_with_the_set_options(tmp_path, monkeypatch):
+    from search.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--family", "t5", "--demo", "--output", "t5.yaml", "--storage", "sqlite:///studies.db",
+                 "--set", "training.num_beams=1"]) == 0
+    config = yaml.safe_load((tmp_path / "t5.yaml").read_text(encoding="utf-8"))
+    command = config["command"]
+    assert command[command.index("--set") + 1] == "training.num_beams=1"
+    assert "training.num_beams" not in config["parameters"]  # fixed, so no longer searched
