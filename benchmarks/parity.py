@@ -33,6 +33,7 @@ from models.families import get_family  # noqa: E402
 from models.generate import generate, load_checkpoint  # noqa: E402
 from models.methods import build_model  # noqa: E402
 from models.metrics import rouge  # noqa: E402
+from models.train import parse_overrides  # noqa: E402
 from models.trainer import batch_maker, release_memory, train  # noqa: E402
 
 MODELS = ("bart", "t5", "gpt2", "llm")
@@ -216,8 +217,7 @@ def main(argv=None) -> int:
                   "parts": [{k: p[k] for k in ("command", "date", "device", "commit") if k in p} for p in parts]}
         write_json(Path(args.out), {**merged, "tolerance": TOLERANCE})
         return 0
-    overrides = dict(item.split("=", 1) for item in args.set)
-    overrides = {k: yaml_value(v) for k, v in overrides.items()}
+    overrides = parse_overrides(args.set)
     work = Path(tempfile.mkdtemp(prefix="parity."))
     body = {"models": {}, "tolerance": TOLERANCE, "overrides": overrides, "commit": commit()}
     for family in args.models.split(","):
@@ -231,11 +231,6 @@ def main(argv=None) -> int:
         print(f"{key}: dev loss ours {m['ours']:.4f} hf {m['hf']:.4f} (x{m['loss_ratio']:.4f}), "
               f"ROUGE ours {m['ours_rouge']:.4f} hf {m['hf_rouge']:.4f}", flush=True)
     return 0 if all(m["within_tolerance"] for m in body["models"].values()) else 1
-
-
-def yaml_value(text: str):
-    import yaml
-    return yaml.safe_load(text)
 
 
 def commit() -> str:
