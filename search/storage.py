@@ -7,11 +7,13 @@ whose worker died is failed by the next worker and re-queued with the same param
 from __future__ import annotations
 
 import os
+import random
 import re
 import sqlite3
 import time
 import warnings
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import optuna
@@ -113,8 +115,10 @@ def open_storage(url: str = DEFAULT_URL, heartbeat: int = HEARTBEAT_SECONDS,
     engine_kwargs = {}
     sqlite = url.startswith("sqlite:///")
     if sqlite:
-        _use_wal(Path(url.removeprefix("sqlite:///")))
-        _check_writable(Path(url.removeprefix("sqlite:///")))
+        path = Path(url.removeprefix("sqlite:///"))
+        with _sqlite_faults(path):
+            _while_locked(lambda: _use_wal(path))
+            _while_locked(lambda: _check_writable(path))
         # isolation_level None: Python's sqlite3 must not open transactions itself (see _serialize_writes)
         engine_kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": None}}
     elif url.startswith(("postgresql", "mysql")):
@@ -154,23 +158,32 @@ def _serialize_writes(engine) -> None:
     sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
+def _while_locked(step: Callable[[], None]) -> None:
+    """An SQLite step tried again while another process holds a lock that the busy timeout does not wait
+    for: searches started together on a new file switch it to WAL at the same moment."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as err:
+            if not ("locked" in str(err) or "busy" in str(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05 + 0.1 * random.random())
+
+
 def _use_wal(path: Path) -> None:
     # WAL is a property of the database file, so setting it once here covers every later connection.
-    with _sqlite_faults(path), sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS) as db:
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)) as db:
         db.execute("PRAGMA journal_mode=WAL")
 
 
 def _check_writable(path: Path) -> None:
     """A study writes from its first step: a file it can read but not write is refused before any work."""
-    with _sqlite_faults(path):
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            # A write rolled back: SQLite opens a file it may not write read-only, and says so only on a write.
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("CREATE TABLE sumsweep_write_check (x)")
-            db.execute("ROLLBACK")
-        finally:
-            db.close()
+    with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)) as db:
+        # A write rolled back: SQLite opens a file it may not write read-only, and says so only on a write.
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("CREATE TABLE sumsweep_write_check (x)")
+        db.execute("ROLLBACK")
 
 
 @contextmanager

@@ -64,7 +64,9 @@ def test_an_output_folder_gone_mid_study_fails_trials_with_the_reason_and_ends_i
     assert err.splitlines()[-1].startswith("error: cannot write the report in "), err
     assert "is a file, not a folder" in err and "Traceback" not in out + err
     trials = optuna.load_study(study_name="gone", storage=open_storage(storage_url)).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    # Trial 0 completes; every later one fails (failed trials are made up, up to the search's limit).
+    assert trials[0].state == TrialState.COMPLETE and len(trials) >= 3
+    assert all(t.state == TrialState.FAIL for t in trials[1:])
     for trial in trials[1:]:  # its progress line says why, in one line
         line, = [s for s in out.splitlines() if f"trial #{trial.number} fail" in s]
         assert trial.user_attrs["fail_reason"].split(":")[0] in line and "Error" in line, line
