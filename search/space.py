@@ -105,10 +105,11 @@ class Space:
 
     def schedule_evals(self, train_rows: int, processes: int = 1, evals: int = 6) -> None:
         """Evaluate often enough that trial 0 has at least `evals` evals: a pruner judges trials only at
-        evals, and the space's `eval_steps` (tuned for large data) would leave a small set's trials none."""
+        evals, and the space's `eval_steps` (tuned for large data) would leave a small set's trials none.
+        An `eval_steps` the user pinned (--set) is theirs to keep."""
         self.trial_0_steps = self.defaults.optimizer_steps(train_rows, processes)
         every = max(1, self.trial_0_steps // evals)
-        if every < self.defaults.training.eval_steps:
+        if every < self.defaults.training.eval_steps and "training.eval_steps" not in self.fixed:
             self.fix("training.eval_steps", every)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:

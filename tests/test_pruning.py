@@ -14,6 +14,11 @@ def test_small_data_is_evaluated_often_enough_to_judge_trials():
     assert space.config(space.baseline()).training.eval_steps == 31  # six evals of trial 0, not none
     assert "judges trials from step 62" in pruning_plan("hyperband", space)
 
+    pinned = Space.for_family("bart")
+    pinned.fix("training.eval_steps", 100)  # as --set training.eval_steps=100 does
+    pinned.schedule_evals(train_rows=1000)
+    assert pinned.config(pinned.baseline()).training.eval_steps == 100
+
     large = Space.for_family("bart")
     large.schedule_evals(train_rows=100_000)
     assert large.config(large.baseline()).training.eval_steps == 200  # the file's own choice where it fits
