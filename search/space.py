@@ -103,14 +103,13 @@ class Space:
         self.fixed[name] = value
         self.params = [p for p in self.params if p.name != name]
 
-    def schedule_evals(self, train_rows: int, processes: int = 1, evals: int = 6) -> None:
-        """Evaluate often enough that trial 0 has at least `evals` evals: a pruner judges trials only at
-        evals, and the space's `eval_steps` (tuned for large data) would leave a small set's trials none.
-        An `eval_steps` the user pinned (--set) is theirs to keep."""
+    def schedule_evals(self, train_rows: int, processes: int = 1) -> None:
+        """Evaluate often enough for a pruner to judge trials (it does so only at evals, from the second on):
+        where the space's `eval_steps` (tuned for large data) leaves trial 0 fewer than 3 evals, trial 0 gets
+        6. An `eval_steps` the user pinned (--set) is theirs to keep."""
         self.trial_0_steps = self.defaults.optimizer_steps(train_rows, processes)
-        every = max(1, self.trial_0_steps // evals)
-        if every < self.defaults.training.eval_steps and "training.eval_steps" not in self.fixed:
-            self.fix("training.eval_steps", every)
+        if self.trial_0_steps // self.defaults.training.eval_steps < 3 and "training.eval_steps" not in self.fixed:
+            self.fix("training.eval_steps", max(1, self.trial_0_steps // 6))
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's parameters, in file order; a conditional one only where its condition holds."""
