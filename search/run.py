@@ -163,9 +163,8 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
         quiet_libraries()
         names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
         # MPS starts after the checks, which may initialise CUDA in this process (a process that does so while
-        # the daemon runs joins it): in the one H200 run that started it first, 4 workers under MPS never
-        # finished (benchmarks/README.md, session 7). Still before any study is opened: if it cannot start,
-        # nothing is written.
+        # the daemon runs joins it; started first, 4 workers under MPS never finished on an H200). Still before
+        # any study is opened: if it cannot start, nothing is written.
         with cuda_mps() if args.mps else nullcontext():
             for space, name in zip(spaces, names):
                 open_study(args, space, name)  # created once here, so trial 0 is queued once
