@@ -394,9 +394,21 @@ def device_name() -> str:
 
 
 def stamp(body: dict) -> dict:
-    """A result with what made it: the command, versions, date and device."""
+    """A result with what made it: the command, versions, date, commit and device."""
     return {**body, "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": device_name()}
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit(),
+            "device": device_name()}
+
+
+def commit() -> str:
+    """The checkout's commit, with "+changes" where the working tree differs from it."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                           text=True)
+    return (head.stdout.strip() or "unknown") + ("+changes" if dirty.stdout.strip() else "")
 
 
 def document(args, body: dict) -> dict:

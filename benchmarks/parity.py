@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.config import TrainConfig  # noqa: E402
-from models.data import Split, collate, load_split  # noqa: E402
+from models.data import Split, load_split  # noqa: E402
 from models.families import get_family  # noqa: E402
 from models.generate import generate, load_checkpoint  # noqa: E402
 from models.methods import build_model  # noqa: E402
@@ -71,9 +71,12 @@ def dev_loss(model, tokenizer, family, split: Split, batch_size: int = 32) -> fl
     return total / tokens
 
 
+def dev_split(config: TrainConfig, tokenizer, family, dev_path: Path) -> Split:
+    return load_split(dev_path, tokenizer, family, config.training.max_source_length, config.training.max_target_length)
+
+
 def score(model, tokenizer, family, config: TrainConfig, dev_path: Path) -> dict[str, float]:
-    t = config.training
-    dev = load_split(dev_path, tokenizer, family, t.max_source_length, t.max_target_length)
+    t, dev = config.training, dev_split(config, tokenizer, family, dev_path)
     loss = dev_loss(model, tokenizer, family, dev)
     summaries = generate(model, tokenizer, family, dev.features, num_beams=1, max_new_tokens=t.generation_max_length,
                          batch_size=64, device=next(model.parameters()).device)
@@ -84,9 +87,7 @@ def untrained_loss(config: TrainConfig, dev_path: Path) -> float:
     """The dev loss of the starting weights: what both trainers must get well below."""
     family = get_family(config.model.architecture)
     model, tokenizer, _ = build_model(config, family, torch.device(device()), torch.float32)
-    t = config.training
-    dev = load_split(dev_path, tokenizer, family, t.max_source_length, t.max_target_length)
-    return dev_loss(model.to(device()), tokenizer, family, dev)
+    return dev_loss(model.to(device()), tokenizer, family, dev_split(config, tokenizer, family, dev_path))
 
 
 # -- the two trainers --------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
         return 0
     overrides = parse_overrides(args.set)
     work = Path(tempfile.mkdtemp(prefix="parity."))
-    body = {"models": {}, "tolerance": TOLERANCE, "overrides": overrides, "commit": commit()}
+    body = {"models": {}, "tolerance": TOLERANCE, "overrides": overrides}
     for family in args.models.split(","):
         key = family + (f"-{args.label}" if args.label else "")
         def keep(summary, key=key):
@@ -231,12 +232,6 @@ def main(argv=None) -> int:
         print(f"{key}: dev loss ours {m['ours']:.4f} hf {m['hf']:.4f} (x{m['loss_ratio']:.4f}), "
               f"ROUGE ours {m['ours_rouge']:.4f} hf {m['hf_rouge']:.4f}", flush=True)
     return 0 if all(m["within_tolerance"] for m in body["models"].values()) else 1
-
-
-def commit() -> str:
-    import subprocess
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":
