@@ -306,7 +306,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     best_value, best_step, step, evals, stopped = -math.inf, 0, 0, [], False
     # Throughput is measured from `steady_from` on, once compiling (if any) is done.
     steady_from = min(total_steps, max(3, total_steps // 10))
-    window, samples, first_step_seconds = None, 0, 0.0  # window: (clock, eval_seconds) when it opened
+    pace_from, samples, first_step_seconds = None, 0, 0.0  # pace_from: (clock, eval_seconds) at its start
     eval_seconds, started = 0.0, time.perf_counter()
     setup_seconds = started - setup_started
     label = label or model_name(config.model.checkpoint)
@@ -330,7 +330,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=not keep_grads)
-            if window:
+            if pace_from:
                 samples += sum(len(b["input_ids"]) for b in micro_batches) * accelerator.num_processes
             step += 1
             bar.update(1)
@@ -339,7 +339,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 first_step_seconds = time.perf_counter() - started
             if step == steady_from:
                 synchronize()
-                window = (time.perf_counter(), eval_seconds)
+                pace_from = (time.perf_counter(), eval_seconds)
             # A periodic eval just before the final one would tell the pruner nothing new: it is skipped.
             evaluating = step == total_steps or (step % t.eval_steps == 0 and total_steps - step >= t.eval_steps // 4)
             if step % LOG_EVERY == 0 or evaluating:
@@ -378,7 +378,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     synchronize()
     ended = time.perf_counter()
     train_seconds = ended - started - eval_seconds
-    samples_per_second = samples / max(ended - window[0] - (eval_seconds - window[1]), 1e-9) if window else 0.0
+    samples_per_second = samples / max(ended - pace_from[0] - (eval_seconds - pace_from[1]), 1e-9) if pace_from else 0.0
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30
 
