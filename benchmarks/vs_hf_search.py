@@ -153,9 +153,11 @@ def read_trials(url: str, name: str, launched: float) -> list[dict]:
     study = optuna.load_study(study_name=name, storage=url)
     out = []
     for trial in study.get_trials(deepcopy=False):
-        done = trial.datetime_complete
+        done, start = trial.datetime_complete, trial.datetime_start
+        attrs = {k: trial.user_attrs[k] for k in ("train_seconds", "eval_seconds") if k in trial.user_attrs}
         out.append({"number": trial.number, "state": trial.state.name, "value": trial.value,
-                    "params": trial.params,
+                    "params": trial.params, **attrs,
+                    "started": start.timestamp() - launched if start else None,
                     "seconds": done.timestamp() - launched if done else None})
     return out
 
@@ -186,8 +188,18 @@ def compare(ours: dict, hf: dict) -> dict:
             "wall_seconds": {"ours": ours["wall_seconds"], "hf": hf["wall_seconds"]},
             "paired": len(pairs), "paired_worse_share": (sum(o < h for o, h in pairs) / len(pairs)) if pairs else None,
             "paired_pruned": len(paired) - len(pairs),
+            "ours_costs": costs(ours["trials"]),
             "pruned": {"ours": sum(t["state"] == "PRUNED" for t in ours["trials"]),
                        "hf": sum(t["state"] == "PRUNED" for t in hf["trials"])}}
+
+
+def costs(trials: list[dict]) -> dict:
+    """Start-up (launch to the first trial's start) and each trial's seconds that were not training or eval."""
+    timed = [t for t in trials if t.get("started") is not None and t["seconds"] is not None and "train_seconds" in t]
+    fixed = [t["seconds"] - t["started"] - t["train_seconds"] - t.get("eval_seconds", 0.0) for t in timed]
+    return {"startup_seconds": min((t["started"] for t in trials if t.get("started") is not None), default=None),
+            "fixed_seconds_per_trial": sum(fixed) / len(fixed) if fixed else None,
+            "fixed_seconds": fixed}
 
 
 def same_params(a: dict, b: dict) -> bool:
