@@ -2,8 +2,8 @@
 
     python benchmarks/pruning.py [--trials 12] [--seeds 0 1 2] [--out benchmarks/results]
     # the shipped bart space on a random-init bart-base-sized model, one pruner per GPU, then merged:
-    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/pruning.py --family bart --base --seeds 0 --pruners hyperband --out a &
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/pruning.py --family bart --base --seeds 0 --pruners none --out b
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/pruning.py --family bart --base --method full --seeds 0 --pruners hyperband --out a &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/pruning.py --family bart --base --method full --seeds 0 --pruners none --out b
     python3 benchmarks/pruning.py --merge a/pruning.json b/pruning.json --out benchmarks/results
 
 Each seed runs the demo study of a family (t5 by default, its tiny checkpoint) twice with the same
@@ -44,16 +44,17 @@ def seconds_to_reach(points: list[tuple[float, float]], target: float) -> float 
     return next((s for s, best in points if best >= target), None)
 
 
-def data_args(family: str, base: bool, work: Path) -> list[str]:
+def data_args(family: str, base: bool, method: str | None, work: Path) -> list[str]:
     """The demo data, on the family's tiny checkpoint or on a random-init base-sized one."""
+    fixed = ["--method", method] if method else []
     if not base:
-        return ["--demo"]
+        return ["--demo", *fixed]
     from benchmarks.methods import make_base_checkpoint
     from models.demo import demo_assets
 
     assets = demo_assets(family)
     return ["--train-data", str(assets.train), "--val-data", str(assets.dev),
-            "--checkpoint", str(make_base_checkpoint(family, work, tiny=False))]
+            "--checkpoint", str(make_base_checkpoint(family, work, tiny=False)), *fixed]
 
 
 def run_study(family: str, data: list[str], pruner: str, seed: int, trials: int, work: Path) -> list:
@@ -99,6 +100,7 @@ def main_benchmark() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="t5")
     parser.add_argument("--base", action="store_true", help="a random-init base-sized model, not the tiny one")
+    parser.add_argument("--method", help="fix the method rather than search it (e.g. full)")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pruners", nargs="+", default=["hyperband", "none"], choices=["hyperband", "none"])
@@ -114,7 +116,7 @@ def main_benchmark() -> int:
         write(args, runs[0], curves, [c for run in runs for c in run["commands"]])
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    data = data_args(args.family, args.base, args.work)
+    data = data_args(args.family, args.base, args.method, args.work)
     curves: dict = {}
     for seed in args.seeds:
         for pruner in args.pruners:

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,8 @@ def checkpoint(work: Path, tiny: bool) -> Path:
 
 
 # -- the two sides ---------------------------------------------------------------------------------------
-def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra: list[str]) -> tuple[str, float]:
+def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra: list[str],
+             timeout: float | None) -> tuple[str, float]:
     from models.demo import demo_assets
 
     assets, url = demo_assets("bart"), f"sqlite:///{work / 'ours.db'}"
@@ -72,7 +74,14 @@ def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra:
                "--seed", str(seed), "--storage", url, "--study", "ours", "--output-root", str(work / "outputs"),
                "--no-wandb", *extra]
     launched = time.time()
-    subprocess.run(command, cwd=REPO, check=True)
+    study = subprocess.Popen(command, cwd=REPO)
+    try:
+        study.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # stopped as a user would (Ctrl-C), so its trials so far are kept
+        study.send_signal(signal.SIGINT)
+        study.wait(timeout=120)
+    if study.returncode not in (0, 130):
+        raise SystemExit(f"search.run exited {study.returncode}")
     return url, launched
 
 
@@ -214,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ours-args", default="", help="more search.run options, e.g. '--gpus 0 --trials-per-gpu 4'")
+    parser.add_argument("--ours-timeout", type=float, help="stop our study (as Ctrl-C does) after this many seconds")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo checkpoint, for a CPU smoke run")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join side files into --out, with the comparison")
     parser.add_argument("--out", required=True)
@@ -238,7 +248,8 @@ def main(argv=None) -> int:
     for side in (("hf", "ours") if args.side == "both" else (args.side,)):
         started = time.time()
         if side == "ours":
-            url, launched = run_ours(space, ckpt, args.trials, args.seed, work, shlex.split(args.ours_args))
+            url, launched = run_ours(space, ckpt, args.trials, args.seed, work, shlex.split(args.ours_args),
+                                     args.ours_timeout)
         else:
             url, launched = run_hf(space, ckpt, args.trials, args.seed, work)
         body["sides"][args.label or side] = {"trials": read_trials(url, side, launched),
