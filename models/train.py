@@ -32,8 +32,12 @@ def _yaml_scalar(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a YAML config or space file, e.g. spaces/t5.yaml")
-    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
-    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--train-data", help="training data with fname (or id), dialogue, summary: CSV, TSV, JSON "
+                        "Lines, Parquet, a save_to_disk folder, or hub:NAME[:CONFIG]:SPLIT")
+    parser.add_argument("--val-data", help="dev data, in any of the same forms")
+    parser.add_argument("--columns", metavar="OURS=THEIRS,...",
+                        help="your data's column names, e.g. dialogue=text,summary=highlights,fname=doc_id "
+                             "(overrides data.columns)")
     parser.add_argument("--demo", action="store_true",
                         help="use the bundled Korean demo data and the family's tiny checkpoint (built on first use)")
     parser.add_argument("--checkpoint", help="hub id or local folder; overrides model.checkpoint")
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.set)
     if args.method:
         overrides["method"] = args.method
+    if args.columns is not None:
+        overrides["data.columns"] = args.columns
     train_path, val_path = args.train_data, args.val_data
     if args.demo:
         assets = demo_assets(config.model.architecture)

@@ -9,7 +9,7 @@ KO = "친구가 학교에 갔다"
 def test_default_tokenizer_zeroes_korean_but_ours_does_not():
     default = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     assert default.score(KO, KO)["rouge1"].fmeasure == 0.0  # the trap
-    for mode in TOKENIZERS:
+    for mode in ("morpheme", "whitespace"):  # rouge and rouge-stem are rouge-score's own, for English
         scores = rouge([KO], [[KO]], tokenize=mode)
         assert scores == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "mean": 1.0}
 
