@@ -129,23 +129,15 @@ def _open(source: str):
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path} is not a file sumsweep reads; save it as {', '.join(FORMATS)} "
-                        "(or pass a folder written by save_to_disk)")
-    options: dict[str, Any] = {}
+                        "(the suffix names the format), or as a folder with save_to_disk")
     if kind == "Parquet":
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty; it needs {_LAYOUT[kind]}")
-    else:
-        text = _utf8(path)
-        if not text.strip():
-            raise DataError(f"{path} is empty; it needs {_LAYOUT[kind]}")
-        if kind in ("CSV", "TSV"):
-            header, has_rows = _csv_header(path, text, "\t" if kind == "TSV" else ",")
-            if not has_rows:  # `datasets` refuses a split without rows; the caller says what is missing
-                import datasets
-
-                return datasets.Dataset.from_dict({c: [] for c in header})
-            options = _csv_options(header, "\t" if kind == "TSV" else ",")
-    return _load(path, kind, options)
+        return _load(path, kind)
+    text = _utf8(path)
+    if not text.strip():
+        raise DataError(f"{path} is empty; it needs {_LAYOUT[kind]}")
+    return _csv(path, text, kind) if kind in ("CSV", "TSV") else _load(path, kind)
 
 
 def _utf8(path: Path) -> str:
@@ -155,39 +147,42 @@ def _utf8(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
 
 
-def _csv_header(path: Path, text: str, sep: str) -> tuple[list[str], bool]:
-    """The header, and whether a row follows it."""
-    # A dialogue may pass Python csv's default field limit (131,072 characters): such a file is valid.
-    csv.field_size_limit(LONGEST_FIELD)
+def _csv(path: Path, text: str, kind: str):
+    """Every column read as text, as written: pandas would make fname 007 the number 7 and a summary "NA"
+    a missing value. The header is read here to name the columns so."""
+    sep = "\t" if kind == "TSV" else ","
+    csv.field_size_limit(LONGEST_FIELD)  # a dialogue may pass csv's default limit (131,072 characters)
     try:
         records = csv.reader(io.StringIO(text), delimiter=sep)
-        return next(records), next(records, None) is not None
+        header, has_rows = next(records), next(records, None) is not None
     except csv.Error as err:
-        raise DataError(f"{path} is not a readable CSV ({err}); check its quoting") from None
+        raise DataError(f"{path} is not a readable {kind} file ({err}); check its quoting") from None
+    import datasets
+
+    if not has_rows:  # `datasets` refuses a split without rows; the caller says what is missing
+        return datasets.Dataset.from_dict({c: [] for c in header})
+    features = datasets.Features({c: datasets.Value("string") for c in header})
+    return _load(path, kind, sep=sep, na_filter=False, features=features)
 
 
-def _csv_options(header: list[str], sep: str) -> dict[str, Any]:
-    """Every column read as text, as written: pandas would make fname 007 the number 7 and a summary
-    "NA" a missing value."""
-    from datasets import Features, Value
-
-    return {"sep": sep, "na_filter": False, "features": Features({c: Value("string") for c in header})}
-
-
-def _load(path: Path, kind: str, options: dict[str, Any]):
+def _load(path: Path, kind: str, **options):
     import datasets
     from datasets.exceptions import DatasetGenerationError
 
-    _quiet(datasets)
-    # A throw-away Arrow cache: `datasets` would key a kept one by the file's modification time, and a file
-    # rewritten within its clock's resolution would read as before. Tokenized rows have a cache of their own.
+    try:
+        return _read_local(datasets.load_dataset, _BUILDERS[kind], data_files=str(path), split="train", **options)
+    except (DatasetGenerationError, ValueError, TypeError) as err:
+        fix = "check its quoting" if kind in ("CSV", "TSV") else f"it needs {_LAYOUT[kind]}"
+        raise DataError(f"{path} is not a readable {kind} file ({_reason(err)}); {fix}") from None
+
+
+def _read_local(load, *args, **kwargs):
+    """`load` (datasets.load_dataset) on local data, into memory, through a throw-away Arrow cache: `datasets`
+    would key a kept one by the files' modification times, and a file rewritten within its clock's resolution
+    would read as before. Tokenized rows have a cache of their own (models/data.py)."""
+    _quiet()
     with tempfile.TemporaryDirectory(prefix="sumsweep-read-") as cache:
-        try:
-            return datasets.load_dataset(_BUILDERS[kind], data_files=str(path), split="train", cache_dir=cache,
-                                         keep_in_memory=True, **options)
-        except (DatasetGenerationError, ValueError, TypeError) as err:
-            fix = "check its quoting" if kind in ("CSV", "TSV") else f"it needs {_LAYOUT[kind]}"
-            raise DataError(f"{path} is not a readable {kind} file ({_reason(err)}); {fix}") from None
+        return load(*args, cache_dir=cache, keep_in_memory=True, **kwargs)
 
 
 def _saved(path: Path):
@@ -200,6 +195,7 @@ def _saved(path: Path):
                         f"({', '.join(FORMATS)}) or a folder written by save_to_disk")
     import datasets
 
+    _quiet()
     try:
         return datasets.load_from_disk(str(path), keep_in_memory=True)
     except (FileNotFoundError, ValueError) as err:
@@ -212,24 +208,30 @@ def _hub(source: str):
     if not match:
         raise DataError(f"{source} is not hub:NAME[:CONFIG]:SPLIT; write it as e.g. hub:knkarthick/dialogsum:train")
     name, config, split = match.groups()
-    if not Path(name).is_dir() and not offline() and not hub_reachable():  # datasets would retry for 20 s
+    local = Path(name).is_dir()  # a folder laid out as a hub dataset is: read the same way, without the hub
+    if not local and not offline() and not hub_reachable():  # datasets would retry for 20 s
         raise DataError(f"{source} cannot be read: the Hugging Face hub cannot be reached from this machine; "
                         "save the dataset with save_to_disk where the hub is reachable and pass that folder, "
                         "or set HF_HUB_OFFLINE=1 to read a copy in the local cache")
     import datasets
 
-    _quiet(datasets)
+    _quiet()
     try:
+        if local:
+            return _read_local(datasets.load_dataset, name, config, split=split)
         return datasets.load_dataset(name, config, split=split)
-    except ConnectionError:  # offline, and not in the local cache
-        raise DataError(f"{source} cannot be read: the hub is not used (HF_HUB_OFFLINE) and the dataset is not in "
-                        "the local cache; save it with save_to_disk where the hub is reachable and pass that "
-                        "folder") from None
+    except ConnectionError as err:
+        why = ("the hub is not used (HF_HUB_OFFLINE) and the dataset is not in the local cache" if offline()
+               else f"the hub did not answer ({_reason(err)})")
+        raise DataError(f"{source} cannot be read: {why}; save it with save_to_disk where the hub is reachable "
+                        "and pass that folder") from None
     except (FileNotFoundError, ValueError) as err:  # no such dataset, config or split
         raise DataError(f"{source} cannot be loaded ({_reason(err)}); check NAME, CONFIG and SPLIT") from None
 
 
-def _quiet(datasets) -> None:
+def _quiet() -> None:
+    import datasets
+
     datasets.disable_progress_bars()  # "Generating train split" bars would bury the training progress
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # what goes wrong, sumsweep says in one line
 

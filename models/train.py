@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
 
-    from models import trainer
-    from models.demo import DEMO_OVERRIDES, demo_assets
+    from models.datafiles import read_rows
 
     config = TrainConfig.from_yaml(args.config)
     overrides = parse_overrides(args.set)
@@ -59,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data.columns"] = args.columns
     train_path, val_path = args.train_data, args.val_data
     if args.demo:
+        from models.demo import DEMO_OVERRIDES, demo_assets
+
         assets = demo_assets(config.model.architecture)
         overrides = {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint), **overrides}
         train_path, val_path = train_path or assets.train, val_path or assets.dev
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (train_path and val_path):
         raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
     config = config.override(overrides, source="command line")
+    for path in (train_path, val_path):  # data that cannot be read fails here, before a model loads
+        read_rows(path, need_summary=True, columns=config.data.columns)
+    from models import trainer  # torch and transformers: seconds to import
+
     output_dir = Path(args.output_dir or Path("outputs") / trainer.model_name(config.model.checkpoint))
 
     trainer.train(config, train_path, val_path, output_dir)
