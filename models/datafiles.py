@@ -42,8 +42,9 @@ def parse_columns(text: str, source: str = _FLAG) -> dict[str, str]:
             raise ConfigError(f"{source} '{text}': '{pair}' is not NAME=COLUMN; write it as "
                               f"{_FLAG} dialogue=text,summary=highlights")
         if not _OURS.fullmatch(ours):
+            example = f"{theirs}={ours}" if _OURS.fullmatch(theirs) else f"dialogue={ours}"  # likely swapped
             raise ConfigError(f"{source} '{text}': '{ours}' is not a column sumsweep reads; map fname, dialogue, "
-                              f"summary (or summary2...) to your columns, e.g. {_FLAG} fname={ours}")
+                              f"summary (or summary2...) to your columns, e.g. {_FLAG} {example}")
         if ours in mapping:
             raise ConfigError(f"{source} '{text}': {ours} is mapped twice; keep one {ours}=COLUMN")
         mapping[ours] = theirs
@@ -54,10 +55,11 @@ def is_hub(source: str | Path) -> bool:
     return str(source).startswith(HUB)
 
 
-def read_table(source: str | Path, need: tuple[str, ...], columns: str | dict[str, str] = "") -> list[dict[str, str]]:
+def read_table(source: str | Path, need: tuple[str, ...], columns: str = "") -> list[dict[str, str]]:
     """Every row of `source`, keyed by our names: fname, dialogue, and summary, summary2... where the data has
-    them. A column in `need` that the data lacks is an error listing the columns it has."""
-    mapping = parse_columns(columns) if isinstance(columns, str) else dict(columns)
+    them. A column in `need` that the data lacks is an error listing the columns it has. `columns`: the
+    mapping, as parse_columns reads it."""
+    mapping = parse_columns(columns)
     dataset = _open(str(source))
     found = dataset.column_names
     names = _our_names(found, mapping)
@@ -69,8 +71,7 @@ def read_table(source: str | Path, need: tuple[str, ...], columns: str | dict[st
     return [dict(zip(texts, values)) for values in zip(*texts.values())] if texts else []
 
 
-def read_rows(source: str | Path, need_summary: bool, columns: str | dict[str, str] = ""
-              ) -> tuple[list[dict[str, str]], int]:
+def read_rows(source: str | Path, need_summary: bool, columns: str = "") -> tuple[list[dict[str, str]], int]:
     """The usable rows (a dialogue, and a summary where one is needed) and how many were skipped."""
     rows = read_table(source, ("fname", "dialogue", "summary") if need_summary else ("fname", "dialogue"), columns)
     usable = [r for r in rows if r["dialogue"].strip() and (not need_summary or r["summary"].strip())]

@@ -160,7 +160,7 @@ def test_a_missing_column_lists_the_columns_found_and_shows_the_flag(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("dialogue", "'dialogue' is not NAME=COLUMN"),
-    ("text=dialogue", "'text' is not a column sumsweep reads"),
+    ("text=dialogue", "'text' is not a column sumsweep reads; .* e.g. --columns dialogue=text"),
     ("dialogue=a,dialogue=b", "dialogue is mapped twice"),
 ])
 def test_a_bad_mapping_names_the_fix(text, expected):
