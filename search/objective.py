@@ -31,8 +31,8 @@ Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_
 
 @dataclass
 class Data:
-    train: Path
-    val: Path
+    train: str | Path  # a path, or hub:NAME[:CONFIG]:SPLIT (models/datafiles.py)
+    val: str | Path
     skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
 
 

@@ -52,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--family", default="t5", help="a family, a comma-separated list, or all (default t5)")
     parser.add_argument("--space", help=f"your own space file (a copy of FAMILY.yaml from {SPACES_DIR})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
-    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
-    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--train-data", help="training data with fname (or id), dialogue, summary: CSV, TSV, JSON "
+                        "Lines, Parquet, a save_to_disk folder, or hub:NAME[:CONFIG]:SPLIT")
+    parser.add_argument("--val-data", help="dev data, in any of the same forms")
+    parser.add_argument("--columns", metavar="OURS=THEIRS,...",
+                        help="your data's column names, e.g. dialogue=text,summary=highlights (fixes data.columns)")
     parser.add_argument("--demo", action="store_true", help="bundled Korean demo data and tiny checkpoints")
     parser.add_argument("--storage", default=default_url(),
                         help=f"storage URL (default ${STORAGE_ENV}, else {DEFAULT_URL}); a PostgreSQL password "

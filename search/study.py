@@ -19,7 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from models.cli import quiet_libraries
-from models.data import read_rows
+from models.datafiles import read_rows
 from models.demo import DEMO_OVERRIDES, demo_assets
 from models.distributed import leave, rank, share, wait_for_everyone, world_size
 from models.errors import ConfigError
@@ -108,24 +108,27 @@ def pruning_plan(pruner: str, space: Space) -> str:
 
 def prepare(args, space: Space) -> tuple[Data, str]:
     """Everything that can be wrong with the input, found before any study is touched; fixes the
-    command's choices (--demo, --checkpoint, --method, --set) into `space`. Returns the data and the study name."""
+    command's choices (--demo, --checkpoint, --method, --columns, --set) into `space`. Returns the data and the study name."""
     if args.demo:
         assets = demo_assets(space.family)
         for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
             space.fix(key, value)
-        data = Data(Path(args.train_data or assets.train), Path(args.val_data or assets.dev))
+        data = Data(args.train_data or assets.train, args.val_data or assets.dev)
     elif args.train_data and args.val_data:
-        data = Data(Path(args.train_data), Path(args.val_data))
+        data = Data(args.train_data, args.val_data)
     else:
         raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
     if args.checkpoint:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
+    if args.columns is not None:
+        space.fix("data.columns", args.columns)
     for key, value in parse_overrides(args.set).items():
         space.fix(key, value)
-    train_rows, skipped_train = read_rows(data.train, need_summary=True)
-    data.skipped = (skipped_train, read_rows(data.val, need_summary=True)[1])
+    columns = space.defaults.data.columns
+    train_rows, skipped_train = read_rows(data.train, need_summary=True, columns=columns)
+    data.skipped = (skipped_train, read_rows(data.val, need_summary=True, columns=columns)[1])
     space.schedule_evals(len(train_rows), world_size())
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
