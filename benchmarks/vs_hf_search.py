@@ -211,6 +211,28 @@ def costs(trials: list[dict]) -> dict:
             "fixed_seconds": fixed}
 
 
+def plot(sides: dict, path: Path) -> None:
+    """Best dev ROUGE so far against seconds since launch, one line a side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"ours": "sumsweep, 1 worker", "ours_4": "sumsweep, 4 workers on one GPU",
+             "hf": "Seq2SeqTrainer.hyperparameter_search"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, side in sides.items():
+        points = best_curve(side["trials"])
+        if points:
+            xs, ys = zip(*points)
+            ax.step(xs, ys, where="post", marker="o", markersize=3, label=names.get(label, label))
+    ax.set(xlabel="seconds since launch", ylabel="best dev ROUGE (mean F1)",
+           title="bart-base size, demo data, one H200 each")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def same_params(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(a[k])) if isinstance(a[k], float) else a[k] == b[k] for k in a)
@@ -238,6 +260,7 @@ def main(argv=None) -> int:
         for label in sorted(set(sides) - {"ours", "hf"}):
             body[f"{label}_vs_hf"] = compare(sides[label], sides["hf"])
         write_json(Path(args.out), body)
+        plot(sides, Path(args.out).with_suffix(".png"))
         print(json.dumps({k: v for k, v in body.items() if k != "sides"}, indent=1))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

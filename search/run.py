@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs per worker, one trial data-parallel over them under accelerate launch (with --gpus)")
     parser.add_argument("--mps", action="store_true",
                         help="run the workers under CUDA MPS, started for the search and stopped after (with --gpus)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only a line per trial and the summary")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own logs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
@@ -163,7 +166,7 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
     with first:
         from search.study import open_study, prepare
 
-        quiet_libraries()
+        quiet_libraries(args.verbose)
         names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
         # MPS starts after the checks, which may initialise CUDA in this process (a process that does so while
         # the daemon runs joins it; started first, 4 workers under MPS never finished on an H200). Still before

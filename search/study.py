@@ -208,16 +208,18 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     fail_dead_trials(study)  # before counting: a trial of a process that died on this host is not running
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = args.trials - done
-    print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
-          f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    say = (lambda *_: None) if args.quiet else print
+    say(f"study {name} in {redact(args.storage)}: {done} finished trials, "
+        f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
     if any(data.skipped):
-        print(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
-              f"{data.skipped[1]} of {data.val}")
+        say(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
+            f"{data.skipped[1]} of {data.val}")
     if remaining <= 0:
         return study
-    print(pruning_plan(args.pruner, space))
+    say(pruning_plan(args.pruner, space))
 
-    started = {"t": time.perf_counter()}
+    began = time.perf_counter()
+    started = {"t": began}
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         elapsed = time.perf_counter() - started["t"]
@@ -228,11 +230,13 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
             best = "no best yet"
+        eta = study_eta(time.perf_counter() - began, finished - done, args.trials - finished)
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
-              f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
+              f"{elapsed:.0f}s  {best}  {eta}{short(trial.params)}", flush=True)
 
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb,
+                          progress=not args.quiet)
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()
@@ -250,10 +254,18 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     return study
 
 
+def study_eta(seconds: float, finished_since: int, left: int) -> str:
+    """The study's time to go at its pace since this process started (every worker's trials count)."""
+    if left <= 0 or finished_since <= 0:
+        return ""
+    minutes, secs = divmod(round(seconds / finished_since * left), 60)
+    return f"eta {minutes // 60}:{minutes % 60:02d}:{secs:02d}  " if minutes >= 60 else f"eta {minutes}:{secs:02d}  "
+
+
 def search(args, spaces: list[Space]) -> int:
     """Each space's study in turn, its trials trained in this process: the command without --gpus, one of
     its workers (search/workers.py), or one process of a worker under accelerate launch."""
-    quiet_libraries()
+    quiet_libraries(args.verbose)
     if args.worker:
         wait_for_the_study()
     prepared = [(space, *prepare(args, space)) for space in spaces]  # every family's input checked before any study
