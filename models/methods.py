@@ -34,7 +34,7 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
         try:
             return cls.from_pretrained(checkpoint, local_files_only=True, **kwargs)
         except OSError:
-            if not _hub_reachable():  # transformers would retry for about a minute before failing
+            if not hub_reachable():  # transformers would retry for about a minute before failing
                 raise
             return cls.from_pretrained(checkpoint, **kwargs)
     except ValueError as err:  # AutoModel's "Unrecognized configuration class" for the wrong family kind
@@ -50,14 +50,16 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
 
 
 @functools.cache
-def _hub_reachable() -> bool:
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers within 5 s (HF_HUB_OFFLINE says no at once)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         return False
     from huggingface_hub import constants
 
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    endpoint = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((host, 443), timeout=5).close()
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=5).close()
         return True
     except OSError:
         return False
