@@ -70,10 +70,10 @@ def load_checkpoint(folder: str | Path, device: torch.device, family: str | None
 def read_metadata(folder: Path, family: str | None = None) -> TrainConfig:
     """How a checkpoint folder was trained: its sumsweep.json, or for a plain Hugging Face folder, the
     defaults for `family`."""
-    meta = folder / METADATA
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist; pass a folder written by training "
                               "or by save_pretrained")
+    meta = folder / METADATA
     if meta.is_file():
         config = TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
         if family is not None and get_family(family).name != config.model.architecture:

@@ -51,8 +51,11 @@ def sha256_of(path: Path) -> str | None:
     """The sha256 of a file, or of a folder's files (their relative paths and contents, in path order);
     None where there is nothing local to read."""
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
-    if not files:
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():  # a `datasets` folder, say
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:  # a hub dataset, or a file gone
         return None
     digest = hashlib.sha256()
     for file in files:

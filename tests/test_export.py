@@ -220,3 +220,33 @@ def test_merge_lora_writes_a_plain_model_that_generates_as_the_adapter_does(tiny
     assert not (merged / "adapter_config.json").exists()
     assert json.loads((merged / "config.json").read_text())["model_type"] == "bart"
     assert predictions(capsys, tmp_path, merged, "--family", "bart") == predictions(capsys, tmp_path, adapter)
+
+
+def test_the_cards_command_trains_the_trial_again(study, tmp_path, capsys, monkeypatch):
+    import shlex
+
+    from models import train
+
+    folder = exported(study, tmp_path, capsys)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    command = next(line for line in card.splitlines() if line.startswith("python -m models.train "))
+    monkeypatch.chdir(folder)  # "from this folder"
+    code, _, err = run(train.main, shlex.split(command)[3:], capsys)
+    assert code == 0, err
+    metrics = json.loads((folder / "retrained" / "results" / "metrics.json").read_text())["metrics"]
+    assert metrics["eval_loss"] == pytest.approx(study[2].user_attrs["eval_loss"], rel=1e-5)
+
+
+def test_a_data_folder_is_recorded_by_one_digest_of_its_files(tmp_path):
+    from search.objective import Data, sha256_of
+
+    folder = tmp_path / "train"  # as `datasets` save_to_disk writes one
+    (folder / "part").mkdir(parents=True)
+    (folder / "dataset_info.json").write_text("{}", encoding="utf-8")
+    (folder / "part" / "data-00000.arrow").write_bytes(b"rows")
+    before = sha256_of(folder)
+    (folder / "part" / "data-00000.arrow").write_bytes(b"other rows")
+    assert before and sha256_of(folder) != before
+    described = Data(folder, tmp_path / "gone.csv").described()
+    assert described["train_data"] == str(folder.resolve()) and described["train_sha256"] == sha256_of(folder)
+    assert described["val_sha256"] is None  # nothing local to read: recorded as such, the trial goes on
