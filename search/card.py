@@ -27,7 +27,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, written: str) -> str:
     lines = [
         "---", front_matter(family.is_causal, checkpoint, written).rstrip(), "---", "",
         f"# {study.study_name}: trial #{trial.number}", "",
-        f"The best of {completed} completed trials of the sumsweep study `{study.study_name}`, fine-tuned for "
+        f"The best trial ({completed} completed) of the sumsweep study `{study.study_name}`, fine-tuned for "
         "dialogue summarization.", "",
         "| | |", "|---|---|",
         f"| family | {family.name} ({family.kind}) |",
