@@ -21,6 +21,7 @@ COMMANDS = {
     "sweep": ("search.sweep", "a W&B sweep file from a space"),
     "agent": ("search.agent", "the program a W&B sweep's agent runs"),
     "collect": ("search.collect", "every trial of every study as one CSV row"),
+    "export": ("search.export", "a study's best trial as a Hugging Face model folder with a model card"),
 }
 
 
