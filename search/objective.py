@@ -43,11 +43,13 @@ class Data:
                 "val_data": _where(self.val), "val_sha256": sha256_of(self.val)}
 
 
-def _where(path: Path) -> str:
-    return str(path.resolve()) if path.exists() else str(path)
+def _where(source: str | Path) -> str:
+    """A local file or folder by its absolute path; anything else (hub:NAME:SPLIT) as given."""
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else str(source)
 
 
-def sha256_of(path: Path) -> str | None:
+def sha256_of(path: str | Path) -> str | None:
     """The sha256 of a file, or of a folder's files (their relative paths and contents, in path order);
     None where there is nothing local to read."""
     path = Path(path)
