@@ -155,7 +155,7 @@ def check_options(args) -> list[str]:
 def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Space]) -> int:
     """Each study's trials trained by worker processes (search/workers.py), on one study in the storage.
 
-    A process's start-up is mostly importing torch and transformers (15 s on the H200 host). This process
+    A process's start-up is mostly importing torch and transformers (seconds, even on a fast host). This process
     needs them too, to check the input before it creates the study. So the first study's workers start
     before this process imports them, and open the study once it exists: the imports happen side by side.
     """
@@ -168,9 +168,8 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
 
         quiet_libraries(args.verbose)
         names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
-        # MPS starts after the checks, which may initialise CUDA in this process (a process that does so while
-        # the daemon runs joins it; started first, 4 workers under MPS never finished on an H200). Still before
-        # any study is opened: if it cannot start, nothing is written.
+        # MPS starts after the checks, which may initialise CUDA here (a process that does so while the daemon
+        # runs joins it, and the workers then stalled); before any study opens, so a failed start writes nothing.
         with cuda_mps() if args.mps else nullcontext():
             for space, name in zip(spaces, names):
                 open_study(args, space, name)  # created once here, so trial 0 is queued once
