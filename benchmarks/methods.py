@@ -127,7 +127,7 @@ def bench_one(family: str, variant: str, checkpoint: Path, args, device: torch.d
     from models.config import TrainConfig
     from models.families import get_family
     from models.methods import build_model
-    from models.trainer import forward_loss
+    from models.steps import forward_loss
 
     method, ckpt = VARIANTS[variant]
     fam = get_family(family)

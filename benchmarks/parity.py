@@ -34,7 +34,8 @@ from models.generate import generate, load_checkpoint  # noqa: E402
 from models.methods import build_model  # noqa: E402
 from models.metrics import rouge  # noqa: E402
 from models.train import parse_overrides  # noqa: E402
-from models.trainer import batch_maker, release_memory, train  # noqa: E402
+from models.steps import batch_maker  # noqa: E402
+from models.trainer import release_memory, train  # noqa: E402
 
 MODELS = ("bart", "t5", "gpt2", "llm")
 TOLERANCE = 0.01  # ours may be at most 1% above HF's dev loss

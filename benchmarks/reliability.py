@@ -556,7 +556,8 @@ def part_eval(args, device: torch.device, s: dict, publish) -> dict:
     from models.generate import generate
     from models.methods import load_pretrained, load_tokenizer
     from models.metrics import rouge
-    from models.trainer import forward_loss, precision_for
+    from models.steps import forward_loss
+    from models.trainer import precision_for
 
     cuda = device.type == "cuda"
     work = Path(args.workdir)

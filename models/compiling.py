@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import types
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.config import TrainConfig
+from models.steps import forward_loss
 
 # On an H200 (benchmarks/README.md, batch 16, one graph each, CUDA graphs), against eager in the same
 # process: on the demo's varied lengths compiling took 77 s at bart-base size and 63 s at gpt2 size and
@@ -60,6 +62,30 @@ def inductor_options(config: TrainConfig, device: torch.device, processes: int, 
     if varied_lengths:
         options["shape_padding"] = False
     return options
+
+
+def compiled_loss(config: TrainConfig, device: torch.device, processes: int,
+                  varied_lengths: bool) -> tuple[Callable, torch.Tensor, bool]:
+    """`forward_loss` compiled, with the label smoothing as the graph takes it, and whether it replays as
+    CUDA graphs (then the gradients need buffers of their own: `gradients_of_their_own`).
+
+    One graph for the forward and its loss: the vocabulary-wide logits are not copied to fp32. Where
+    lengths vary, its shapes are symbolic from the first step: by default torch.compile retraces at
+    each new kind of change (5 graphs, 250 s at gpt2 size on the demo data, on an H200).
+    """
+    options = inductor_options(config, device, processes, varied_lengths)
+    loss = with_constant_floats(torch.compile(forward_loss, dynamic=varied_lengths or None, options=options or None))
+    smoothing = torch.tensor(config.training.label_smoothing, device=device)  # searched: an input, not a constant
+    return loss, smoothing, "triton.cudagraphs" in options
+
+
+def gradients_of_their_own(model: nn.Module) -> None:
+    """A CUDA graph's outputs live in memory the next replay writes over: the backward's gradients too,
+    which a second accumulated micro-batch would then overwrite. So they add into buffers of their own,
+    to be zeroed rather than freed at each step."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
 
 
 def without_layerdrop(model: nn.Module) -> None:

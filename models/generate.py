@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -17,8 +18,10 @@ METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and 
 
 @torch.inference_mode()
 def generate(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
-             max_new_tokens: int, batch_size: int, device: torch.device) -> list[str]:
-    """One summary per feature row, in order. Rows are batched by length so batches carry little padding."""
+             max_new_tokens: int, batch_size: int, device: torch.device,
+             on_rows: Callable[[int], object] | None = None) -> list[str]:
+    """One summary per feature row, in order. Rows are batched by length so batches carry little padding.
+    `on_rows` is called with each batch's row count once it is generated (a progress bar's `update`)."""
     key = "prompt_ids" if family.is_causal else "input_ids"
     order = sorted(range(len(features)), key=lambda i: len(features[i][key]))
     summaries: list[str] = [""] * len(features)
@@ -36,6 +39,8 @@ def generate(model, tokenizer, family: Family, features: list[dict[str, list[int
             out = out[:, batch["input_ids"].shape[1]:]
         for i, text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True)):
             summaries[i] = text.strip()
+        if on_rows:
+            on_rows(len(rows))
     model.train(was_training)
     return summaries
 

@@ -92,21 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options this process keeps for itself: which GPUs and how many workers, which families (a worker gets
+# one space file), and the storage URL (it may hold a password: it goes through the environment).
+PARENT_ONLY = ("gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "worker", "storage")
+
+
 def worker_argv(argv: list[str], space: Space) -> list[str]:
-    """This command for one worker: one family's space, without the worker options. The worker names the
-    study from the same options as this process, so both open the same one. The storage URL, which may
-    hold a password, goes through the environment instead (worker_env), out of every process listing."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    skip = ("help", "gpus", "trials_per_gpu", "gpus_per_trial", "mps", "family", "space", "worker", "storage")
+    """This command for one worker: one family's space, without the options in PARENT_ONLY. The worker
+    names the study from the same options as this process, so both open the same one. The storage URL
+    goes through the environment instead (worker_env), out of every process listing."""
     out = []
-    for action in parser._actions:
-        value = args.get(action.dest)
-        if action.dest in skip or value is None:
+    for dest, value in vars(build_parser().parse_args(argv)).items():
+        if dest in PARENT_ONLY or value is None or value is False:
             continue
-        flag = action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
-            out += [flag] if value else []
+        flag = "--" + dest.replace("_", "-")  # every option's flag is its name with dashes
+        if value is True:
+            out.append(flag)
         elif isinstance(value, list):  # a repeatable option: the flag once per value
             out += [word for item in value for word in (flag, item)]
         else:

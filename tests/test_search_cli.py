@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from models.cli import run_cli
-from search.run import build_parser, main, worker_argv
+from search.run import PARENT_ONLY, build_parser, main, worker_argv
 from search.space import SPACES_DIR, Space
 from search.study import run_study
 from search.storage import open_storage, study_names
@@ -103,6 +103,22 @@ def test_workers_get_every_set_option():
     argv = ["--family", "t5", "--demo", "--gpus", "0,1", "--set", "training.max_steps=20", "--set", "method=lora"]
     forwarded = build_parser().parse_args(worker_argv(argv, Space.for_family("t5")))
     assert forwarded.set == ["training.max_steps=20", "method=lora"] and forwarded.demo and not forwarded.gpus
+
+
+def test_workers_get_every_option_but_the_parents_own():
+    argv = ["--family", "t5", "--gpus", "0,1", "--trials-per-gpu", "2", "--gpus-per-trial", "1", "--mps",
+            "--storage", "sqlite:///elsewhere.db", "--trials", "7", "--train-data", "a.csv", "--val-data", "b.csv",
+            "--columns", "dialogue=text", "--demo", "--study", "mine", "--sampler", "random", "--pruner", "median",
+            "--timeout", "60", "--checkpoint", "some/model", "--method", "lora", "--set", "training.max_steps=20",
+            "--seed", "0", "--metric", "rouge1", "--output-root", "runs", "--keep-checkpoints",
+            "--wandb-project", "mine", "--no-wandb", "--heartbeat", "5", "--grace-period", "9"]
+    given, defaults = vars(build_parser().parse_args(argv)), vars(build_parser().parse_args([]))
+    forwarded = vars(build_parser().parse_args(worker_argv(argv, Space.for_family("t5"))))
+    passed_on = [name for name in given if name not in PARENT_ONLY]
+    assert [name for name in passed_on if given[name] == defaults[name]] == []  # every such option is tried here
+    assert {name: forwarded[name] for name in passed_on} == {name: given[name] for name in passed_on}
+    assert forwarded["space"] == str(Space.for_family("t5").path)
+    assert not forwarded["gpus"] and not forwarded["mps"] and forwarded["storage"] == defaults["storage"]
 
 
 def test_postgres_url_without_the_driver_names_the_extra(capsys, monkeypatch):

@@ -12,7 +12,8 @@ from models.families import get_family
 from models.generate import generate, load_checkpoint
 from models.methods import build_model
 from models.metrics import rouge
-from models.trainer import batch_maker, forward_loss, smoothed_cross_entropy, train, without_autocast_wrapper
+from models.steps import batch_maker, forward_loss, smoothed_cross_entropy
+from models.trainer import train, without_autocast_wrapper
 
 from conftest import FAMILIES
 
