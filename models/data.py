@@ -80,11 +80,16 @@ def references(row: dict[str, str]) -> list[str]:
 
 
 def load_split(path: str | Path, tokenizer, family: Family, max_source: int, max_target: int,
-               need_summary: bool = True, cache_dir: Path | None = None) -> Split:
+               need_summary: bool = True, cache_dir: Path | None = None, augment=None) -> Split:
+    """`augment` (models/augment.py, for the training split only) adds augmented copies of the rows."""
     rows, skipped = read_rows(path, need_summary)
+    if augment is not None:
+        rows = augment(rows)
     dialogues = [r["dialogue"].strip() for r in rows]
     refs = [references(r) for r in rows] if need_summary else []
     key = _cache_key(Path(path), tokenizer, family, max_source, max_target, need_summary)
+    if augment is not None:  # other settings or seed, other rows
+        key = hashlib.sha256(f"{key} {augment.key}".encode()).hexdigest()[:32]
     cache = (cache_dir or default_cache_dir()) / "tokenized" / f"{key}.pt"
     if cache.is_file():
         features = torch.load(cache)

@@ -31,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from models.augment import augmenter
 from models.compiling import inductor_options, should_compile, with_constant_floats, without_layerdrop
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, RandomBatches, Split, collate, load_split
@@ -214,7 +215,7 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     model, tokenizer, _ = build_model(config, family, device, compute_dtype)
     lengths = (t.max_source_length, t.max_target_length)
-    train_split = load_split(train_path, tokenizer, family, *lengths)
+    train_split = load_split(train_path, tokenizer, family, *lengths, augment=augmenter(config))
     dev_split = load_split(val_path, tokenizer, family, *lengths)
     eval_rows = list(range(min(len(dev_split), t.eval_subset) if t.eval_subset > 0 else len(dev_split)))
     varied_lengths = len({(len(f["input_ids"]), len(f["labels"])) for f in train_split.features}) > 1
