@@ -15,13 +15,23 @@ from models.methods import load_pretrained, load_tokenizer
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
              max_new_tokens: int, batch_size: int, device: torch.device) -> list[str]:
-    """One summary per feature row, in order. Rows are batched by length so batches carry little padding."""
+    """One summary per feature row, in order."""
+    return [first for first, *_ in generate_candidates(
+        model, tokenizer, family, features, num_beams=num_beams, num_return=1, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, device=device)]
+
+
+@torch.inference_mode()
+def generate_candidates(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
+                        num_return: int, max_new_tokens: int, batch_size: int,
+                        device: torch.device) -> list[list[str]]:
+    """The `num_return` best beams of each feature row, best first, rows in order (an ensemble votes over
+    them). Rows are batched by length so batches carry little padding."""
     key = "prompt_ids" if family.is_causal else "input_ids"
     order = sorted(range(len(features)), key=lambda i: len(features[i][key]))
-    summaries: list[str] = [""] * len(features)
+    summaries: list[list[str]] = [[] for _ in features]
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
@@ -30,12 +40,14 @@ def generate(model, tokenizer, family: Family, features: list[dict[str, list[int
         batch = collate([{"input_ids": features[i][key]} for i in rows], tokenizer.pad_token_id,
                         left_pad=family.is_causal)
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+        out = model.generate(**batch, num_beams=max(num_beams, num_return), num_return_sequences=num_return,
+                             max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         if family.is_causal:
             out = out[:, batch["input_ids"].shape[1]:]
-        for i, text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True)):
-            summaries[i] = text.strip()
+        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        for n, i in enumerate(rows):  # the sequences of a row come together, best first
+            summaries[i] = [text.strip() for text in texts[n * num_return: (n + 1) * num_return]]
     model.train(was_training)
     return summaries
 
@@ -47,14 +59,19 @@ def save_checkpoint(model, tokenizer, config: TrainConfig, folder: Path) -> None
     (folder / METADATA).write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def load_checkpoint(folder: str | Path, device: torch.device):
-    """A checkpoint saved by the trainer, ready to generate: (model, tokenizer, family, config)."""
-    folder = Path(folder)
-    meta = folder / METADATA
+def checkpoint_config(folder: str | Path) -> TrainConfig:
+    """The config a checkpoint saved by the trainer was trained with."""
+    meta = Path(folder) / METADATA
     if not meta.is_file():
         raise CheckpointError(f"{folder} is not a sumsweep checkpoint (no {METADATA}); "
                               "pass the best/ folder of a training run, e.g. outputs/t5-small/best")
-    config = TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
+    return TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
+
+
+def load_checkpoint(folder: str | Path, device: torch.device):
+    """A checkpoint saved by the trainer, ready to generate: (model, tokenizer, family, config)."""
+    folder = Path(folder)
+    config = checkpoint_config(folder)
     family = get_family(config.model.architecture)
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
