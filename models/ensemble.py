@@ -56,24 +56,21 @@ def checkpoint_candidates(folder: str | Path, datas: Sequence[tuple[str | Path, 
 
 # -- minimum Bayes risk ----------------------------------------------------------------------------------
 def mbr_select(candidates: Sequence[Sequence[str]], weights: Sequence[float], agreement: Agreement) -> list[int]:
-    """For each row's candidates, the index of the one with the highest expected agreement with the others.
+    """For each row's candidates, the index of the one with the highest expected agreement (minimum Bayes risk).
 
-    `weights[k]` weighs the k-th candidate of every row as evidence (a model's dev score); a candidate's
-    expected agreement is the weighted mean of its agreement with every other candidate. A tie goes to the
-    earlier candidate: list the best model's first.
+    The expectation is over the candidates as an ensemble draws them: the k-th candidate of every row has
+    probability `weights[k]` (its model's dev score, normalized), itself included. Among near-equal models
+    the candidate most others agree with wins; between two that disagree, the better model's. A tie goes to
+    the earlier candidate: list the best model's first.
     """
+    total = sum(weights)
+    probability = [w / total for w in weights] if total > 0 else [1 / len(weights)] * len(weights)
     chosen = []
     for row, matrix in zip(candidates, agreement(candidates)):
         if len(row) != len(weights):
             raise ValueError(f"{len(row)} candidates for a row but {len(weights)} weights")
-        best, best_score = 0, -1.0
-        for i in range(len(row)):
-            others = [j for j in range(len(row)) if j != i]
-            total = sum(weights[j] for j in others)
-            score = sum(weights[j] * matrix[i][j] for j in others) / total if total > 0 else 0.0
-            if score > best_score + 1e-12:
-                best, best_score = i, score
-        chosen.append(best)
+        expected = [sum(p * agree for p, agree in zip(probability, matrix[i])) for i in range(len(row))]
+        chosen.append(max(range(len(row)), key=lambda i: (round(expected[i], 12), -i)))
     return chosen
 
 

@@ -38,6 +38,8 @@ def test_mbr_picks_the_candidate_the_others_agree_with():
            "the meeting was moved to friday"]
     same = ["a b c", "a b c", "a b c", "a b c"]
     assert mbr_select([row, same], [0.5, 0.3, 0.3, 0.3], rouge_agreement("whitespace")) == [1, 0]
+    # Two models that disagree: the better one's candidate, wherever it is listed.
+    assert mbr_select([["x y z", "a b c"]], [0.3, 0.5], rouge_agreement("whitespace")) == [1]
 
 
 def test_soup_of_two_identical_checkpoints_is_that_checkpoint(tiny_config, tmp_path):
