@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.methods import MODELS, device_name, make_base_checkpoint, stamp, write_json  # noqa: E402
 from models.config import TrainConfig  # noqa: E402
-from models.data import load_split, read_rows  # noqa: E402
+from models.data import load_split  # noqa: E402
+from models.datafiles import read_rows  # noqa: E402
 from models.demo import demo_assets  # noqa: E402
 from models.families import get_family  # noqa: E402
 from models.methods import load_tokenizer  # noqa: E402

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,8 @@ def checkpoint(work: Path, tiny: bool) -> Path:
 
 
 # -- the two sides ---------------------------------------------------------------------------------------
-def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra: list[str]) -> tuple[str, float]:
+def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra: list[str],
+             timeout: float | None) -> tuple[str, float]:
     from models.demo import demo_assets
 
     assets, url = demo_assets("bart"), f"sqlite:///{work / 'ours.db'}"
@@ -72,7 +74,14 @@ def run_ours(space: Path, ckpt: Path, trials: int, seed: int, work: Path, extra:
                "--seed", str(seed), "--storage", url, "--study", "ours", "--output-root", str(work / "outputs"),
                "--no-wandb", *extra]
     launched = time.time()
-    subprocess.run(command, cwd=REPO, check=True)
+    study = subprocess.Popen(command, cwd=REPO)
+    try:
+        study.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # stopped as a user would (Ctrl-C), so its trials so far are kept
+        study.send_signal(signal.SIGINT)
+        study.wait(timeout=120)
+    if study.returncode not in (0, 130):
+        raise SystemExit(f"search.run exited {study.returncode}")
     return url, launched
 
 
@@ -153,9 +162,11 @@ def read_trials(url: str, name: str, launched: float) -> list[dict]:
     study = optuna.load_study(study_name=name, storage=url)
     out = []
     for trial in study.get_trials(deepcopy=False):
-        done = trial.datetime_complete
+        done, start = trial.datetime_complete, trial.datetime_start
+        attrs = {k: trial.user_attrs[k] for k in ("train_seconds", "eval_seconds") if k in trial.user_attrs}
         out.append({"number": trial.number, "state": trial.state.name, "value": trial.value,
-                    "params": trial.params,
+                    "params": trial.params, **attrs,
+                    "started": start.timestamp() - launched if start else None,
                     "seconds": done.timestamp() - launched if done else None})
     return out
 
@@ -186,8 +197,40 @@ def compare(ours: dict, hf: dict) -> dict:
             "wall_seconds": {"ours": ours["wall_seconds"], "hf": hf["wall_seconds"]},
             "paired": len(pairs), "paired_worse_share": (sum(o < h for o, h in pairs) / len(pairs)) if pairs else None,
             "paired_pruned": len(paired) - len(pairs),
+            "ours_costs": costs(ours["trials"]),
             "pruned": {"ours": sum(t["state"] == "PRUNED" for t in ours["trials"]),
                        "hf": sum(t["state"] == "PRUNED" for t in hf["trials"])}}
+
+
+def costs(trials: list[dict]) -> dict:
+    """Start-up (launch to the first trial's start) and each trial's seconds that were not training or eval."""
+    timed = [t for t in trials if t.get("started") is not None and t["seconds"] is not None and "train_seconds" in t]
+    fixed = [t["seconds"] - t["started"] - t["train_seconds"] - t.get("eval_seconds", 0.0) for t in timed]
+    return {"startup_seconds": min((t["started"] for t in trials if t.get("started") is not None), default=None),
+            "fixed_seconds_per_trial": sum(fixed) / len(fixed) if fixed else None,
+            "fixed_seconds": fixed}
+
+
+def plot(sides: dict, path: Path) -> None:
+    """Best dev ROUGE so far against seconds since launch, one line a side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"ours": "sumsweep, 1 worker", "ours_4": "sumsweep, 4 workers on one GPU",
+             "hf": "Seq2SeqTrainer.hyperparameter_search"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, side in sides.items():
+        points = best_curve(side["trials"])
+        if points:
+            xs, ys = zip(*points)
+            ax.step(xs, ys, where="post", marker="o", markersize=3, label=names.get(label, label))
+    ax.set(xlabel="seconds since launch", ylabel="best dev ROUGE (mean F1)",
+           title="bart-base size, demo data, one H200 each")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def same_params(a: dict, b: dict) -> bool:
@@ -202,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ours-args", default="", help="more search.run options, e.g. '--gpus 0 --trials-per-gpu 4'")
+    parser.add_argument("--ours-timeout", type=float, help="stop our study (as Ctrl-C does) after this many seconds")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo checkpoint, for a CPU smoke run")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join side files into --out, with the comparison")
     parser.add_argument("--out", required=True)
@@ -216,6 +260,7 @@ def main(argv=None) -> int:
         for label in sorted(set(sides) - {"ours", "hf"}):
             body[f"{label}_vs_hf"] = compare(sides[label], sides["hf"])
         write_json(Path(args.out), body)
+        plot(sides, Path(args.out).with_suffix(".png"))
         print(json.dumps({k: v for k, v in body.items() if k != "sides"}, indent=1))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -226,7 +271,8 @@ def main(argv=None) -> int:
     for side in (("hf", "ours") if args.side == "both" else (args.side,)):
         started = time.time()
         if side == "ours":
-            url, launched = run_ours(space, ckpt, args.trials, args.seed, work, shlex.split(args.ours_args))
+            url, launched = run_ours(space, ckpt, args.trials, args.seed, work, shlex.split(args.ours_args),
+                                     args.ours_timeout)
         else:
             url, launched = run_hf(space, ckpt, args.trials, args.seed, work)
         body["sides"][args.label or side] = {"trials": read_trials(url, side, launched),

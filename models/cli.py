@@ -9,9 +9,12 @@ from typing import Callable
 from models.errors import USER_ERRORS
 
 
-def quiet_libraries() -> None:
+def quiet_libraries(verbose: bool = False) -> None:
+    """Our own lines only: the libraries' info logs and loading bars are kept for `verbose` (-v)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if verbose:
+        return
     for noisy in ("transformers", "accelerate", "peft", "bitsandbytes", "httpx", "optuna"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging

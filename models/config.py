@@ -1,7 +1,7 @@
 """TrainConfig: the one typed contract between the search and the trainer.
 
 A config file uses the design document's keys (`model.architecture`, `model.checkpoint`,
-`training.*`, `qlora.*`); a space file adds a `search:` block, which belongs to the search
+`training.*`, `qlora.*`) and `data.*` (`data.columns`, `data.augment.*`); a space file adds a `search:` block, which belongs to the search
 side and is ignored here. Every value can also be addressed by its dotted name
 ("training.learning_rate"), which is how the search and the command line override it.
 """
@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from models.datafiles import parse_columns
 from models.errors import ConfigError
 from models.families import FAMILIES
+from models.metrics import TOKENIZERS
 
 
 METHODS = ("full", "lora", "qlora", "unsloth")
@@ -59,7 +61,7 @@ class TrainingConfig:
     num_beams: int = 4
     generation_max_length: int = 100
     metric: str = "mean"  # rouge1 | rouge2 | rougeL | mean, maximized
-    rouge_tokenize: str = "morpheme"
+    rouge_tokenize: str = "morpheme"  # one of models.metrics.TOKENIZERS: rouge or rouge-stem for English
     seed: int = 42
 
 
@@ -94,6 +96,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
+    columns: str = ""  # "dialogue=text,summary=highlights,fname=doc_id": the data's names for ours (models/datafiles.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -137,7 +140,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "TrainConfig":
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a mapping with model/training/qlora blocks")
+            raise ConfigError(f"{source}: expected a mapping with model/training/qlora/data blocks")
         flat: dict[str, Any] = {}
         for section, values in raw.items():
             if section == "search":  # the search side's block (search.space reads it)
@@ -180,7 +183,7 @@ class TrainConfig:
             (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
             (t.compile in COMPILE, "training.compile", f"use one of {', '.join(COMPILE)}"),
             (t.metric in ("rouge1", "rouge2", "rougeL", "mean"), "training.metric", "use rouge1, rouge2, rougeL or mean"),
-            (t.rouge_tokenize in ("morpheme", "whitespace"), "training.rouge_tokenize", "use morpheme or whitespace"),
+            (t.rouge_tokenize in TOKENIZERS, "training.rouge_tokenize", f"use one of {', '.join(TOKENIZERS)}"),
             (t.batch_size >= 1, "training.batch_size", "use 1 or more"),
             (t.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "use 1 or more"),
             (t.learning_rate > 0, "training.learning_rate", "use a positive number"),
@@ -203,6 +206,7 @@ class TrainConfig:
         for ok, key, fix in checks:
             if not ok:
                 raise ConfigError(f"{source}: bad value for '{key}'; {fix}")
+        parse_columns(self.data.columns, source=f"{source}: data.columns")
 
     @staticmethod
     def type_of(key: str) -> type:

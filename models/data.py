@@ -1,7 +1,7 @@
-"""CSV in, tokenized examples out: validation, an on-disk cache, padding and batches (random or length-grouped)."""
+"""Rows in, tokenized examples out: an on-disk cache of tokenized rows, padding and batches (random or
+length-grouped). Reading the files is models/datafiles.py's."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -11,17 +11,15 @@ from pathlib import Path
 
 import torch
 
-from models.errors import DataError
+from models.datafiles import read_rows
 from models.families import Family
-
-REQUIRED = ("fname", "dialogue")
-LONGEST_FIELD = 2**31 - 1  # the most csv takes on every platform (a C long)
+from models.metrics import read_references
 
 
 @dataclass
 class Split:
-    """One CSV, read and tokenized. `references` is empty for a test file."""
-    path: Path
+    """One data source, read and tokenized. `references` is empty for a test file."""
+    source: str
     fnames: list[str]
     dialogues: list[str]
     references: list[list[str]]
@@ -32,75 +30,28 @@ class Split:
         return len(self.fnames)
 
 
-def read_rows(path: str | Path, need_summary: bool) -> tuple[list[dict[str, str]], int]:
-    """The usable rows of a CSV and how many were skipped for an empty dialogue."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"data path {path} is a directory, not a CSV file; give the path of a CSV file in it")
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check the path (or use --demo for the bundled data)")
-    allow_long_fields()
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV") from None
-    except csv.Error as err:
-        raise DataError(f"{path} is not a readable CSV ({err}); check its quoting") from None
-    if not columns:
-        raise DataError(f"{path} is empty; it needs a header row fname,dialogue,summary and data rows")
-    missing = [c for c in REQUIRED + (("summary",) if need_summary else ()) if c not in columns]
-    if missing:
-        raise DataError(f"{path} has no column {', '.join(missing)}; its columns are {', '.join(columns)}")
-    usable = [r for r in rows if (r.get("dialogue") or "").strip()]
-    if need_summary:
-        usable = [r for r in usable if (r.get("summary") or "").strip()]
-    if not usable:
-        raise DataError(f"{path} has no row with a non-empty dialogue{' and summary' if need_summary else ''}; "
-                        "fill those columns")
-    return usable, len(rows) - len(usable)
-
-
-def allow_long_fields() -> None:
-    """A dialogue may be longer than Python csv's default field limit (131,072 characters): such a file is
-    valid, and tokenization truncates the dialogue as it does any long one."""
-    csv.field_size_limit(LONGEST_FIELD)
-
-
-def references(row: dict[str, str]) -> list[str]:
-    """`summary`, `summary2`, `summary3`...: several references per row are allowed."""
-    refs = [row.get("summary") or ""]
-    n = 2
-    while f"summary{n}" in row:
-        refs.append(row[f"summary{n}"] or "")
-        n += 1
-    return [r.strip() for r in refs if r and r.strip()]
-
-
-def load_split(path: str | Path, tokenizer, family: Family, max_source: int, max_target: int,
-               need_summary: bool = True, cache_dir: Path | None = None, augment=None) -> Split:
-    """`augment` (models/augment.py, for the training split only) adds augmented copies of the rows."""
-    rows, skipped = read_rows(path, need_summary)
+def load_split(source: str | Path, tokenizer, family: Family, max_source: int, max_target: int,
+               need_summary: bool = True, cache_dir: Path | None = None, columns: str = "", augment=None) -> Split:
+    """`source`: any file or dataset models/datafiles.py reads; `columns` maps its column names to ours.
+    `augment` (models/augment.py, for the training split only) adds augmented copies of the rows; the cache
+    key, made of the rows themselves, tells them apart."""
+    rows, skipped = read_rows(source, need_summary, columns)
     if augment is not None:
         rows = augment(rows)
     dialogues = [r["dialogue"].strip() for r in rows]
-    refs = [references(r) for r in rows] if need_summary else []
-    key = _cache_key(Path(path), tokenizer, family, max_source, max_target, need_summary)
-    if augment is not None:  # other settings or seed, other rows
-        key = hashlib.sha256(f"{key} {augment.key}".encode()).hexdigest()[:32]
+    refs = [[ref.strip() for ref in read_references(r)] for r in rows] if need_summary else []
+    targets = [r[0] for r in refs] if need_summary else None
+    key = _cache_key(dialogues, targets, tokenizer, family, max_source, max_target)
     cache = (cache_dir or default_cache_dir()) / "tokenized" / f"{key}.pt"
     if cache.is_file():
         features = torch.load(cache)
     else:
-        features = tokenize(dialogues, [r[0] for r in refs] if need_summary else None,
-                            tokenizer, family, max_source, max_target)
+        features = tokenize(dialogues, targets, tokenizer, family, max_source, max_target)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         torch.save(features, tmp)
-        os.replace(tmp, cache)  # atomic: parallel trials may tokenize the same file at once
-    return Split(Path(path), [r["fname"] for r in rows], dialogues, refs, features, skipped)
+        os.replace(tmp, cache)  # atomic: parallel trials may tokenize the same data at once
+    return Split(str(source), [r["fname"] for r in rows], dialogues, refs, features, skipped)
 
 
 def tokenize(dialogues: list[str], summaries: list[str] | None, tokenizer, family: Family,
@@ -148,14 +99,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SUMSWEEP_CACHE", Path.home() / ".cache" / "sumsweep"))
 
 
-def _cache_key(path: Path, tokenizer, family: Family, max_source: int, max_target: int, labelled: bool) -> str:
+def _cache_key(dialogues: list[str], targets: list[str] | None, tokenizer, family: Family, max_source: int,
+               max_target: int) -> str:
+    """Keyed by the texts tokenized, not by a file: the same rows hit the cache in any format or column naming."""
     digest = hashlib.sha256()
-    digest.update(path.read_bytes())
+    digest.update(json.dumps([dialogues, targets], ensure_ascii=False).encode())
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     for transient in ("truncation", "padding"):  # set by each call, not part of what the tokenizer is
         spec.pop(transient, None)
     digest.update(json.dumps(spec, sort_keys=True).encode())
-    digest.update(repr((family.kind, family.prefix, family.separator, max_source, max_target, labelled,
+    digest.update(repr((family.kind, family.prefix, family.separator, max_source, max_target, targets is not None,
                         tokenizer.eos_token_id, tokenizer.pad_token_id,
                         _adds_bos(tokenizer))).encode())
     return digest.hexdigest()[:32]

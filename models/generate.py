@@ -9,7 +9,7 @@ import torch
 from models.config import TrainConfig
 from models.data import collate
 from models.errors import CheckpointError
-from models.families import Family, get_family
+from models.families import FAMILIES, Family, get_family
 from models.methods import load_pretrained, load_tokenizer
 
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
@@ -59,19 +59,12 @@ def save_checkpoint(model, tokenizer, config: TrainConfig, folder: Path) -> None
     (folder / METADATA).write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def checkpoint_config(folder: str | Path) -> TrainConfig:
-    """The config a checkpoint saved by the trainer was trained with."""
-    meta = Path(folder) / METADATA
-    if not meta.is_file():
-        raise CheckpointError(f"{folder} is not a sumsweep checkpoint (no {METADATA}); "
-                              "pass the best/ folder of a training run, e.g. outputs/t5-small/best")
-    return TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
-
-
-def load_checkpoint(folder: str | Path, device: torch.device):
-    """A checkpoint saved by the trainer, ready to generate: (model, tokenizer, family, config)."""
+def load_checkpoint(folder: str | Path, device: torch.device, family: str | None = None):
+    """A checkpoint ready to generate: (model, tokenizer, family, config). A folder this project wrote says how
+    it was trained (sumsweep.json); any other Hugging Face folder (a model, or a LoRA adapter) needs `family`,
+    and generates with TrainConfig's defaults."""
     folder = Path(folder)
-    config = checkpoint_config(folder)
+    config = read_metadata(folder, family)
     family = get_family(config.model.architecture)
     if (folder / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
@@ -84,3 +77,25 @@ def load_checkpoint(folder: str | Path, device: torch.device):
 
         model = load_pretrained(AutoModelForCausalLM if family.is_causal else AutoModelForSeq2SeqLM, str(folder))
     return model.to(device).eval(), load_tokenizer(str(folder)), family, config
+
+
+def read_metadata(folder: Path, family: str | None = None) -> TrainConfig:
+    """How a checkpoint folder was trained: its sumsweep.json, or for a plain Hugging Face folder, the
+    defaults for `family`."""
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist; pass a folder written by training "
+                              "or by save_pretrained")
+    meta = folder / METADATA
+    if meta.is_file():
+        config = TrainConfig.from_dict(json.loads(meta.read_text(encoding="utf-8")), source=str(meta))
+        if family is not None and get_family(family).name != config.model.architecture:
+            raise CheckpointError(f"{folder} was trained as family '{config.model.architecture}' ({METADATA}), "
+                                  f"not '{family}'; leave --family out or pass --family "
+                                  f"{config.model.architecture}")
+        return config
+    if family is None:
+        raise CheckpointError(f"{folder} has no {METADATA}, so its family is unknown; pass --family (one of "
+                              f"{', '.join(FAMILIES)}) for a plain Hugging Face checkpoint folder")
+    get_family(family)  # an unknown name says which exist
+    return TrainConfig().override({"model.architecture": family, "model.checkpoint": str(folder)},
+                                  source="--family")

@@ -1,12 +1,8 @@
 """Build the model for a training method: full fine-tuning, LoRA, QLoRA (4-bit + LoRA) or unsloth."""
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
@@ -14,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 from models.config import TrainConfig
 from models.errors import CheckpointError, ConfigError
 from models.families import Family
+from models.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,7 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
         try:
             return cls.from_pretrained(checkpoint, local_files_only=True, **kwargs)
         except OSError:
-            if not _hub_reachable():  # transformers would retry for about a minute before failing
+            if not hub_reachable():  # transformers would retry for about a minute before failing
                 raise
             return cls.from_pretrained(checkpoint, **kwargs)
     except ValueError as err:  # AutoModel's "Unrecognized configuration class" for the wrong family kind
@@ -47,20 +44,6 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
                                   "point --checkpoint at a folder written by save_pretrained") from None
         raise CheckpointError(f"checkpoint '{checkpoint}' is not a local folder and the model hub cannot be reached; "
                               "pass a local folder with --checkpoint, or run with --demo") from None
-
-
-@functools.cache
-def _hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
 
 
 def check_method_possible(method: str, has_cuda: bool | None = None) -> None:

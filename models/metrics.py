@@ -1,8 +1,9 @@
-"""ROUGE for Korean summaries.
+"""ROUGE for Korean summaries, and for English ones as the English literature scores them.
 
 rouge-score's default tokenizer drops every non-ASCII character, so Korean text
 would always score 0. We therefore tokenize ourselves and hand rouge-score a
-tokenizer object that only looks up pre-computed tokens.
+tokenizer object that only looks up pre-computed tokens. `rouge` and `rouge-stem`
+are rouge-score's own tokenizer (without and with its Porter stemmer), for English.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from rouge_score import rouge_scorer
-
 if TYPE_CHECKING:
     from kiwipiepy import Kiwi
 
-TOKENIZERS = ("morpheme", "whitespace")
+# rouge-score (and nltk with it) loads in about a second: imported where it is used, so that the config,
+# which lists these choices, stays quick to import.
+TOKENIZERS = ("morpheme", "whitespace", "rouge", "rouge-stem")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 _kiwi: Kiwi | None = None
@@ -36,6 +37,11 @@ def _tokenize_all(texts: list[str], tokenize: str) -> dict[str, list[str]]:
     unique = list(dict.fromkeys(texts))
     if tokenize == "whitespace":
         return {t: t.lower().split() for t in unique}
+    if tokenize in ("rouge", "rouge-stem"):
+        from rouge_score.tokenizers import DefaultTokenizer
+
+        tokenizer = DefaultTokenizer(use_stemmer=tokenize == "rouge-stem")
+        return {t: tokenizer.tokenize(t) for t in unique}
     # One batch call is much faster than tokenizing text by text.
     results = _get_kiwi().tokenize(unique)
     return {t: [tok.form.lower() for tok in toks] for t, toks in zip(unique, results)}
@@ -74,6 +80,8 @@ def rouge(
     for i, refs in enumerate(ref_rows):
         if not refs:
             raise ValueError(f"row {i} has no references; every row needs at least one")
+
+    from rouge_score import rouge_scorer
 
     all_texts = list(predictions) + [r for refs in ref_rows for r in refs]
     scorer = rouge_scorer.RougeScorer(

@@ -1,6 +1,9 @@
 """python -m models.predict --checkpoint outputs/t5-small/best --test-data data/test.csv --output submission.csv
 
-Writes `fname,summary` for every test row with a checkpoint saved by training or by the search.
+Writes `fname,summary` for every test row with a checkpoint saved by training or by the search, or with
+any Hugging Face checkpoint folder given its family (`--family bart`). The test data may be in any form
+training reads; its identifier (fname, id, or the column --columns maps fname to) fills the `fname` column,
+the header a competition's submission has.
 """
 from __future__ import annotations
 
@@ -14,8 +17,15 @@ from models.cli import quiet_libraries, run_cli
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a best/ folder written by training")
-    parser.add_argument("--test-data", required=True, help="CSV with fname,dialogue (a summary column is ignored)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a best/ folder written by training, or a Hugging Face model or LoRA adapter folder")
+    parser.add_argument("--family", help="the family of a folder not written by this project (bart, t5, gpt2, ...)")
+    parser.add_argument("--test-data", required=True,
+                        help="fname (or id), dialogue: CSV, TSV, JSON Lines, Parquet, a save_to_disk folder, or "
+                             "hub:NAME[:CONFIG]:SPLIT (a summary column is ignored)")
+    parser.add_argument("--columns", metavar="OURS=THEIRS,...",
+                        help="the test data's column names, e.g. dialogue=text,fname=doc_id (default: the "
+                             "checkpoint's data.columns)")
     parser.add_argument("--output", default="submission.csv")
     parser.add_argument("--num-beams", type=int, help="default: what the checkpoint was evaluated with")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -28,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     from models.generate import generate, load_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, family, config = load_checkpoint(args.checkpoint, device)
+    model, tokenizer, family, config = load_checkpoint(args.checkpoint, device, args.family)
     t = config.training
+    columns = config.data.columns if args.columns is None else args.columns
     split = load_split(args.test_data, tokenizer, family, t.max_source_length, t.max_target_length,
-                       need_summary=False)
+                       need_summary=False, columns=columns)
     summaries = generate(model, tokenizer, family, split.features, num_beams=args.num_beams or t.num_beams,
                          max_new_tokens=t.generation_max_length, batch_size=args.batch_size, device=device)
     output = Path(args.output)

@@ -32,8 +32,12 @@ def _yaml_scalar(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a YAML config or space file, e.g. spaces/t5.yaml")
-    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
-    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--train-data", help="training data with fname (or id), dialogue, summary: CSV, TSV, JSON "
+                        "Lines, Parquet, a save_to_disk folder, or hub:NAME[:CONFIG]:SPLIT")
+    parser.add_argument("--val-data", help="dev data, in any of the same forms")
+    parser.add_argument("--columns", metavar="OURS=THEIRS,...",
+                        help="your data's column names, e.g. dialogue=text,summary=highlights,fname=doc_id "
+                             "(overrides data.columns)")
     parser.add_argument("--demo", action="store_true",
                         help="use the bundled Korean demo data and the family's tiny checkpoint (built on first use)")
     parser.add_argument("--checkpoint", help="hub id or local folder; overrides model.checkpoint")
@@ -44,15 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
 
-    from models import trainer
-    from models.demo import DEMO_OVERRIDES, demo_assets
+    from models.datafiles import read_rows
 
     config = TrainConfig.from_yaml(args.config)
     overrides = parse_overrides(args.set)
     if args.method:
         overrides["method"] = args.method
+    if args.columns is not None:
+        overrides["data.columns"] = args.columns
     train_path, val_path = args.train_data, args.val_data
     if args.demo:
+        from models.demo import DEMO_OVERRIDES, demo_assets
+
         assets = demo_assets(config.model.architecture)
         overrides = {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint), **overrides}
         train_path, val_path = train_path or assets.train, val_path or assets.dev
@@ -61,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (train_path and val_path):
         raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
     config = config.override(overrides, source="command line")
+    for path in (train_path, val_path):  # data that cannot be read fails here, before a model loads
+        read_rows(path, need_summary=True, columns=config.data.columns)
+    from models import trainer  # torch and transformers: seconds to import
+
     output_dir = Path(args.output_dir or Path("outputs") / trainer.model_name(config.model.checkpoint))
 
     trainer.train(config, train_path, val_path, output_dir)

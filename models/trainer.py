@@ -29,7 +29,6 @@ from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from models.augment import augmenter
 from models.compiling import inductor_options, should_compile, with_constant_floats, without_layerdrop
@@ -41,6 +40,7 @@ from models.families import Family, get_family
 from models.generate import generate, load_checkpoint, save_checkpoint
 from models.methods import build_model
 from models.metrics import rouge
+from models.schedules import lr_schedule
 
 log = logging.getLogger(__name__)
 Report = Callable[[int, dict[str, float]], bool]  # (optimizer step, metrics) -> stop now?
@@ -215,8 +215,9 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     model, tokenizer, _ = build_model(config, family, device, compute_dtype)
     lengths = (t.max_source_length, t.max_target_length)
-    train_split = load_split(train_path, tokenizer, family, *lengths, augment=augmenter(config))
-    dev_split = load_split(val_path, tokenizer, family, *lengths)
+    train_split = load_split(train_path, tokenizer, family, *lengths, columns=config.data.columns,
+                             augment=augmenter(config))
+    dev_split = load_split(val_path, tokenizer, family, *lengths, columns=config.data.columns)
     eval_rows = list(range(min(len(dev_split), t.eval_subset) if t.eval_subset > 0 else len(dev_split)))
     varied_lengths = len({(len(f["input_ids"]), len(f["labels"])) for f in train_split.features}) > 1
     if varied_lengths and device.type == "cuda":
@@ -239,9 +240,9 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     total_steps = config.optimizer_steps(len(train_split), accelerator.num_processes)
     # A prepared scheduler steps once per process at every optimizer step, hence the factor.
-    scheduler = accelerator.prepare(get_scheduler(
-        t.scheduler, optimizer, num_warmup_steps=warmup_steps(t.warmup_ratio, total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes))
+    scheduler = accelerator.prepare(lr_schedule(
+        t.scheduler, optimizer, warmup_steps(t.warmup_ratio, total_steps) * accelerator.num_processes,
+        total_steps * accelerator.num_processes))
     unwrapped = accelerator.unwrap_model(model)
     without_autocast_wrapper(unwrapped)
     compiled = should_compile(config, device, total_steps * t.gradient_accumulation_steps)

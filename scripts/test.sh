@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SUMSWEEP_TEST_POSTGRES=${SUMSWEEP_TEST_POSTGRES:-$(bash scripts/start_test_postgres.sh)}
-exec python3 -m pytest -q "$@"
+exec python3 -m pytest -q -n 2 "$@"

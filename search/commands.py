@@ -23,6 +23,7 @@ COMMANDS = {
     "collect": ("search.collect", "every trial of every study as one CSV row"),
     "ensemble": ("search.ensemble", "MBR voting and a weight soup over a study's best trials"),
     "refit": ("search.refit", "the best trial's config trained again on train + dev"),
+    "export": ("search.export", "a study's best trial as a Hugging Face model folder with a model card"),
 }
 
 

@@ -107,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("no dev data given; pass --val-data (the figures are measured on it), or --demo")
 
     from models.ensemble import (checkpoint_candidates, greedy_soup, mbr_vote, rouge_agreement, save_soup)
-    from models.generate import checkpoint_config
+    from models.generate import read_metadata
     from models.metrics import rouge
     from models.predict import write_submission
 
     folders = [Path(t.user_attrs["checkpoint"]) for t in trials]
-    configs = [checkpoint_config(folder) for folder in folders]
+    configs = [read_metadata(folder) for folder in folders]
     tokenize = configs[0].training.rouge_tokenize
     record: dict = {"study": args.study, "metric": metric, "val_data": str(val), "top": args.top,
                     "trials": [{"number": t.number, "value": t.value, "checkpoint": str(f)}

@@ -7,6 +7,7 @@ the other ranks `follow` it, so all train the same config and stop at the same s
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,9 +32,41 @@ Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_
 
 @dataclass
 class Data:
-    train: Path
-    val: Path
+    train: str | Path  # a path, or hub:NAME[:CONFIG]:SPLIT (models/datafiles.py)
+    val: str | Path
     skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
+
+    def described(self) -> dict[str, str | None]:
+        """What each trial records of its data: where the files were and their sha256, to tell later which
+        data a model was trained on (a file given by path is recorded by its absolute path)."""
+        return {"train_data": _where(self.train), "train_sha256": sha256_of(self.train),
+                "val_data": _where(self.val), "val_sha256": sha256_of(self.val)}
+
+
+def _where(source: str | Path) -> str:
+    """A local file or folder by its absolute path; anything else (hub:NAME:SPLIT) as given."""
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else str(source)
+
+
+def sha256_of(path: str | Path) -> str | None:
+    """The sha256 of a file, or of a folder's files (their relative paths and contents, in path order);
+    None where there is nothing local to read."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():  # a `datasets` folder, say
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:  # a hub dataset, or a file gone
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Objective:
@@ -41,6 +74,10 @@ class Objective:
                  train_fn: TrainFn = train, progress: bool = True, wandb: WandbRuns | None = None):
         self.space, self.data, self.output_root, self.metric = space, data, Path(output_root), metric
         self.train_fn, self.progress, self.wandb = train_fn, progress, wandb
+
+    @functools.cached_property
+    def data_described(self) -> dict[str, str | None]:
+        return self.data.described()  # once: every trial of this process trains on the same files
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)
@@ -73,6 +110,8 @@ class Objective:
         record("method", config.method)
         record("worker", os.environ.get("SUMSWEEP_WORKER", "main"))  # set by search.workers for each slot
         record("ranks", world_size())  # processes training this one trial (--gpus-per-trial)
+        for key, value in self.data_described.items():
+            record(key, value)
         if world_size() > 1:  # each rank says what it trains: one digest per trial, or the ranks disagree
             print(f"{name}: rank {rank()} of {world_size()} trains config {config_digest(config.to_flat())}",
                   flush=True)

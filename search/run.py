@@ -52,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--family", default="t5", help="a family, a comma-separated list, or all (default t5)")
     parser.add_argument("--space", help=f"your own space file (a copy of FAMILY.yaml from {SPACES_DIR})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
-    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
-    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary")
+    parser.add_argument("--train-data", help="training data with fname (or id), dialogue, summary: CSV, TSV, JSON "
+                        "Lines, Parquet, a save_to_disk folder, or hub:NAME[:CONFIG]:SPLIT")
+    parser.add_argument("--val-data", help="dev data, in any of the same forms")
+    parser.add_argument("--columns", metavar="OURS=THEIRS,...",
+                        help="your data's column names, e.g. dialogue=text,summary=highlights (fixes data.columns)")
     parser.add_argument("--demo", action="store_true", help="bundled Korean demo data and tiny checkpoints")
     parser.add_argument("--storage", default=default_url(),
                         help=f"storage URL (default ${STORAGE_ENV}, else {DEFAULT_URL}); a PostgreSQL password "
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs per worker, one trial data-parallel over them under accelerate launch (with --gpus)")
     parser.add_argument("--mps", action="store_true",
                         help="run the workers under CUDA MPS, started for the search and stopped after (with --gpus)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only a line per trial and the summary")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own logs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS,
                         help="seconds between a running trial's heartbeats")
@@ -153,7 +159,7 @@ def check_options(args) -> list[str]:
 def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Space]) -> int:
     """Each study's trials trained by worker processes (search/workers.py), on one study in the storage.
 
-    A process's start-up is mostly importing torch and transformers (15 s on the H200 host). This process
+    A process's start-up is mostly importing torch and transformers (seconds, even on a fast host). This process
     needs them too, to check the input before it creates the study. So the first study's workers start
     before this process imports them, and open the study once it exists: the imports happen side by side.
     """
@@ -164,11 +170,10 @@ def search_with_workers(args, argv: list[str], gpus: list[str], spaces: list[Spa
     with first:
         from search.study import open_study, prepare
 
-        quiet_libraries()
+        quiet_libraries(args.verbose)
         names = [prepare(args, space)[1] for space in spaces]  # every family's input checked before any study
-        # MPS starts after the checks, which may initialise CUDA in this process (a process that does so while
-        # the daemon runs joins it; started first, 4 workers under MPS never finished on an H200). Still before
-        # any study is opened: if it cannot start, nothing is written.
+        # MPS starts after the checks, which may initialise CUDA here (a process that does so while the daemon
+        # runs joins it, and the workers then stalled); before any study opens, so a failed start writes nothing.
         with cuda_mps() if args.mps else nullcontext():
             for space, name in zip(spaces, names):
                 open_study(args, space, name)  # created once here, so trial 0 is queued once

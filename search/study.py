@@ -19,7 +19,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from models.cli import quiet_libraries
-from models.data import read_rows
+from models.datafiles import read_rows
 from models.demo import DEMO_OVERRIDES, demo_assets
 from models.distributed import leave, rank, share, wait_for_everyone, world_size
 from models.errors import ConfigError
@@ -108,24 +108,27 @@ def pruning_plan(pruner: str, space: Space) -> str:
 
 def prepare(args, space: Space) -> tuple[Data, str]:
     """Everything that can be wrong with the input, found before any study is touched; fixes the
-    command's choices (--demo, --checkpoint, --method, --set) into `space`. Returns the data and the study name."""
+    command's choices (--demo, --checkpoint, --method, --columns, --set) into `space`. Returns the data and the study name."""
     if args.demo:
         assets = demo_assets(space.family)
         for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
             space.fix(key, value)
-        data = Data(Path(args.train_data or assets.train), Path(args.val_data or assets.dev))
+        data = Data(args.train_data or assets.train, args.val_data or assets.dev)
     elif args.train_data and args.val_data:
-        data = Data(Path(args.train_data), Path(args.val_data))
+        data = Data(args.train_data, args.val_data)
     else:
         raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
     if args.checkpoint:
         space.fix("model.checkpoint", args.checkpoint)
     if args.method:
         space.fix("method", args.method)
+    if args.columns is not None:
+        space.fix("data.columns", args.columns)
     for key, value in parse_overrides(args.set).items():
         space.fix(key, value)
-    train_rows, skipped_train = read_rows(data.train, need_summary=True)
-    data.skipped = (skipped_train, read_rows(data.val, need_summary=True)[1])
+    columns = space.defaults.data.columns
+    train_rows, skipped_train = read_rows(data.train, need_summary=True, columns=columns)
+    data.skipped = (skipped_train, read_rows(data.val, need_summary=True, columns=columns)[1])
     space.schedule_evals(len(train_rows), world_size())
     method_param = next((p for p in space.params if p.name == "method"), None)
     for method in (method_param.distribution.choices if method_param else (space.defaults.method,)):
@@ -205,16 +208,18 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     fail_dead_trials(study)  # before counting: a trial of a process that died on this host is not running
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     remaining = args.trials - done
-    print(f"study {name} in {redact(args.storage)}: {done} finished trials, "
-          f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
+    say = (lambda *_: None) if args.quiet else print
+    say(f"study {name} in {redact(args.storage)}: {done} finished trials, "
+        f"{max(remaining, 0)} to go (space {space.path.name}, sampler {args.sampler}, pruner {args.pruner})")
     if any(data.skipped):
-        print(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
-              f"{data.skipped[1]} of {data.val}")
+        say(f"left out for an empty dialogue or summary: {data.skipped[0]} rows of {data.train}, "
+            f"{data.skipped[1]} of {data.val}")
     if remaining <= 0:
         return study
-    print(pruning_plan(args.pruner, space))
+    say(pruning_plan(args.pruner, space))
 
-    started = {"t": time.perf_counter()}
+    began = time.perf_counter()
+    started = {"t": began}
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         elapsed = time.perf_counter() - started["t"]
@@ -225,11 +230,13 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
             best = "no best yet"
+        eta = study_eta(time.perf_counter() - began, finished - done, args.trials - finished)
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
-              f"{elapsed:.0f}s  {best}  {short(trial.params)}", flush=True)
+              f"{elapsed:.0f}s  {best}  {eta}{short(trial.params)}", flush=True)
 
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
-    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb)
+    objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb,
+                          progress=not args.quiet)
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()
@@ -247,10 +254,18 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     return study
 
 
+def study_eta(seconds: float, finished_since: int, left: int) -> str:
+    """The study's time to go at its pace since this process started (every worker's trials count)."""
+    if left <= 0 or finished_since <= 0:
+        return ""
+    minutes, secs = divmod(round(seconds / finished_since * left), 60)
+    return f"eta {minutes // 60}:{minutes % 60:02d}:{secs:02d}  " if minutes >= 60 else f"eta {minutes}:{secs:02d}  "
+
+
 def search(args, spaces: list[Space]) -> int:
     """Each space's study in turn, its trials trained in this process: the command without --gpus, one of
     its workers (search/workers.py), or one process of a worker under accelerate launch."""
-    quiet_libraries()
+    quiet_libraries(args.verbose)
     if args.worker:
         wait_for_the_study()
     prepared = [(space, *prepare(args, space)) for space in spaces]  # every family's input checked before any study

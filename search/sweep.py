@@ -14,6 +14,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from models.cli import quiet_libraries, run_cli
+from models.datafiles import is_hub
 from models.errors import ConfigError
 from search.names import check_study_name
 from search.run import build_parser, load_spaces
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     for pair in args.set:
         agent_args += ["--set", pair]
     for flag, value in (("--train-data", args.train_data), ("--val-data", args.val_data),
-                        ("--checkpoint", args.checkpoint), ("--method", args.method)):
+                        ("--checkpoint", args.checkpoint), ("--method", args.method), ("--columns", args.columns)):
         if value:
-            local = flag.endswith("data") or (flag == "--checkpoint" and Path(value).exists())  # not a hub id
+            local = ((flag.endswith("data") and not is_hub(value))
+                     or (flag == "--checkpoint" and Path(value).exists()))  # not a hub id
             agent_args += [flag, str(Path(value).resolve()) if local else value]
     if args.storage != redact(args.storage):
         print("note: the sweep file's command has the storage URL without its password; give each agent "

@@ -62,9 +62,8 @@ def check_mps() -> None:
 @contextmanager
 def cuda_mps():
     """CUDA MPS while the workers run: several processes' kernels then share a GPU at once instead of
-    taking turns (4 workers of whole bart-base trials on one H200: 2.47x the trials/hour of one, against
-    2.23x time-sliced; since, 2.88x counted from the launch: benchmarks/README.md). The daemon is
-    started here and stopped after, unless one was running."""
+    taking turns (more trials/hour than time-slicing: benchmarks/README.md). The daemon is started here
+    and stopped after, unless one was running."""
     # A running daemon listens on `control` in its pipe directory (NVIDIA's default: /tmp/nvidia-mps).
     if (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists():
         yield
@@ -97,7 +96,7 @@ GO = "go\n"  # a worker's stdin: the study exists, open it (an end of file inste
 class Workers:
     """The worker processes of one study, started before the study exists.
 
-    Starting a worker is mostly importing torch and transformers (15 s on the H200 host). The parent
+    Starting a worker is mostly importing torch and transformers (seconds, even on a fast host). The parent
     needs them too, to check the input before it creates the study; so the workers start first, import
     them at the same time as the parent, and wait for `run` before they open the study. Leaving the
     `with` block without `run` (the input was wrong, or Ctrl-C) stops them with the study untouched.

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import re
 import uuid
@@ -51,13 +52,29 @@ def storage_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'studies.db'}"
         return
-    url = _postgres_url()
-    if not url:
+    with fresh_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database():
+    """A database of its own on the test PostgreSQL, dropped afterwards: tests may run side by side."""
+    import psycopg
+
+    server = _postgres_url()
+    if not server:
         if os.environ.get("CI"):
             pytest.fail("SUMSWEEP_TEST_POSTGRES is not set; .ci/run starts PostgreSQL and sets it")
         pytest.skip("no PostgreSQL: export SUMSWEEP_TEST_POSTGRES=$(scripts/start_test_postgres.sh)")
-    yield url
-    _drop_all_studies(url)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = server.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -73,23 +90,8 @@ def csv_default_limit():
 @pytest.fixture
 def password_url():
     """The test PostgreSQL's URL with a password in it (its trust login takes any): where a real one goes."""
-    url = _postgres_url()
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("SUMSWEEP_TEST_POSTGRES is not set; .ci/run starts PostgreSQL and sets it")
-        pytest.skip("no PostgreSQL: export SUMSWEEP_TEST_POSTGRES=$(scripts/start_test_postgres.sh)")
-    yield re.sub(r"://([^:@/]+)@", rf"://\1:{SECRET}@", url, count=1)
-    _drop_all_studies(url)
-
-
-def _drop_all_studies(url):
-    import optuna
-
-    from search.storage import open_storage, study_names
-
-    storage = open_storage(url)
-    for name in study_names(storage):
-        optuna.delete_study(study_name=name, storage=storage)
+    with fresh_database() as url:
+        yield re.sub(r"://([^:@/]+)@", rf"://\1:{SECRET}@", url, count=1)
 
 
 @pytest.fixture

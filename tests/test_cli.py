@@ -59,3 +59,50 @@ def test_unreachable_checkpoint_names_the_fix(tmp_path, capsys):
                                     "--val-data", str(data)], capsys)
     assert code == 2
     assert "facebook/bart-base" in err and "local folder" in err and "--demo" in err
+
+
+def test_train_predict_score_on_your_columns_in_other_formats(tmp_path, capsys):
+    """Data in a CNN/DailyMail-like schema (doc_id, text, highlights): training reads a TSV through --columns,
+    the checkpoint remembers the mapping, so predict reads JSON Lines of the same schema without the flag, and
+    score reads the gold TSV with it. The submission's identifier column is fname, holding the doc_ids."""
+    from models.demo import demo_assets
+
+    with open(demo_assets("t5").dev, encoding="utf-8") as f:
+        demo = [{"doc_id": r["fname"], "text": r["dialogue"], "highlights": r["summary"]} for r in csv.DictReader(f)]
+    train_tsv, dev_tsv, dev_jsonl = tmp_path / "train.tsv", tmp_path / "dev.tsv", tmp_path / "dev.jsonl"
+    for path, rows in ((train_tsv, demo[:48]), (dev_tsv, demo[48:64])):
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["doc_id", "text", "highlights"], delimiter="\t")
+            writer.writeheader()
+            writer.writerows(rows)
+    dev_jsonl.write_text("".join(json.dumps({"doc_id": r["doc_id"], "text": r["text"]}, ensure_ascii=False) + "\n"
+                                 for r in demo[48:64]), encoding="utf-8")
+    columns = "dialogue=text,summary=highlights,fname=doc_id"
+
+    out = tmp_path / "run"
+    code, _, err = run(train.main, ["--config", "spaces/t5.yaml", "--demo", "--train-data", str(train_tsv),
+                                    "--val-data", str(dev_tsv), "--columns", columns, "--output-dir", str(out),
+                                    *SHORT, "--set", "training.max_steps=4", "--set", "training.eval_steps=4",
+                                    "--set", "training.rouge_tokenize=whitespace"],
+                       capsys)
+    assert code == 0, err
+    reported = json.loads((out / "results" / "metrics.json").read_text())["metrics"]
+
+    submission = tmp_path / "submission.csv"
+    code, _, err = run(predict.main, ["--checkpoint", str(out / "best"), "--test-data", str(dev_jsonl),
+                                      "--output", str(submission)], capsys)
+    assert code == 0, err
+    with open(submission, encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["fname", "summary"]
+        assert [r["fname"] for r in reader] == [r["doc_id"] for r in demo[48:64]]
+
+    code, stdout, err = run(score.main, ["--pred", str(submission), "--gold", str(dev_tsv), "--columns", columns,
+                                         "--json", "--tokenize", "whitespace"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["mean"] == pytest.approx(reported["mean"], abs=1e-6)
+
+    code, _, err = run(score.main, ["--pred", str(submission), "--gold", str(dev_tsv)], capsys)
+    assert code == 2 and err == (f"error: {dev_tsv} has no column 'fname' or 'id', 'summary'; its columns are "
+                                 "doc_id, text, highlights; map yours with --columns fname=COLUMN,summary=COLUMN "
+                                 "(config key data.columns)\n")

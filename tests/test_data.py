@@ -1,4 +1,5 @@
-"""models/data.py: CSV validation, the tokenized-data cache, per-family tokenization, padding and batching."""
+"""models/data.py and models/datafiles.py: CSV validation, the tokenized-data cache, per-family tokenization,
+padding and batching (the other formats and the column mapping: tests/test_datafiles.py)."""
 import csv
 import random
 import statistics
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 import models.data
-from models.data import LengthGroupedBatches, collate, load_split, read_rows
+from models.data import LengthGroupedBatches, collate, load_split
+from models.datafiles import read_rows
 from models.errors import DataError
 from models.families import FAMILIES
 
@@ -51,7 +53,7 @@ def test_missing_file_names_the_file(tmp_path):
 
 
 def test_directory_is_named_as_a_directory(tmp_path):
-    with pytest.raises(DataError, match="is a directory, not a CSV file") as err:
+    with pytest.raises(DataError, match="is a directory, not a data file") as err:
         read_rows(tmp_path, need_summary=True)
     assert str(tmp_path) in str(err.value)
 

@@ -99,3 +99,35 @@ def test_gold_with_a_dialogue_past_csvs_field_limit_is_scored(tmp_path, capsys, 
     pred, gold_path = write_csv(tmp_path / "pred.csv", PRED), write_csv(tmp_path / "gold.csv", gold)
     assert main(["--pred", pred, "--gold", gold_path]) == 0
     assert "ROUGE-1" in capsys.readouterr().out
+
+
+def test_dialogsum_parquet_gold_needs_no_flags_and_rouge_scores_english(tmp_path, capsys):
+    """DialogSum's schema (id, dialogue, summary, topic) as gold: predictions' fname matches its id."""
+    import datasets
+    from rouge_score import rouge_scorer
+
+    gold = [{"id": "test_0_1", "dialogue": "#Person1#: Hi, Mr. Smith.", "summary": "Ms. Dawson helps #Person1#.",
+             "topic": "office"},
+            {"id": "test_1_1", "dialogue": "#Person1#: Let's eat.", "summary": "They'll eat lunch, then walk.",
+             "topic": "food"}]
+    datasets.Dataset.from_list(gold).to_parquet(str(tmp_path / "test.parquet"))
+    pred = write_csv(tmp_path / "pred.csv", [{"fname": "test_1_1", "summary": "They eat lunch and walk!"},
+                                             {"fname": "test_0_1", "summary": "Ms. Dawson helped #Person1#."}])
+    assert main(["--pred", pred, "--gold", str(tmp_path / "test.parquet"), "--json", "--tokenize", "rouge-stem"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    expected = (scorer.score(gold[0]["summary"], "Ms. Dawson helped #Person1#.")["rouge1"].fmeasure
+                + scorer.score(gold[1]["summary"], "They eat lunch and walk!")["rouge1"].fmeasure) / 2
+    assert got["rouge1"] == expected
+
+
+def test_gold_columns_are_mapped_and_a_missing_one_shows_the_flag(tmp_path, capsys):
+    rows = [{"doc_id": r["fname"], "article": r["dialogue"], "highlights": r["summary"]} for r in GOLD]
+    gold = write_csv(tmp_path / "gold.csv", rows)
+    pred = write_csv(tmp_path / "pred.csv", PRED)
+    assert main(["--pred", pred, "--gold", gold, "--columns", "fname=doc_id,summary=highlights", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean"] > 0
+    assert main(["--pred", pred, "--gold", gold]) == 2
+    assert capsys.readouterr().err == (f"error: {gold} has no column 'fname' or 'id', 'summary'; its columns are "
+                                       "doc_id, article, highlights; map yours with --columns "
+                                       "fname=COLUMN,summary=COLUMN (config key data.columns)\n")

@@ -52,9 +52,14 @@ BAD_INPUTS = {
     "no data": (lambda p: [], "--demo"),
     "missing file": (lambda p: ["--train-data", str(p / "nope.csv"), "--val-data", str(p / "nope.csv")], "nope.csv"),
     "directory as data": (lambda p: ["--train-data", str(p), "--val-data", write(p / "v.csv", GOOD)],
-                          "is a directory, not a CSV file"),
+                          "is a directory, not a data file"),
     "wrong columns": (lambda p: ["--train-data", write(p / "w.csv", "id,text\n1,x\n"),
-                                 "--val-data", write(p / "v.csv", GOOD)], "no column fname, dialogue, summary"),
+                                 "--val-data", write(p / "v.csv", GOOD)], "no column 'dialogue', 'summary'; its columns "
+                                                                          "are id, text; map yours with --columns"),
+    "mapped column missing": (lambda p: ["--train-data", write(p / "w.csv", "id,text,summary\n1,x,y\n"), "--val-data",
+                                         write(p / "v.csv", GOOD), "--columns", "dialogue=txt"],
+                              "has no column 'txt' (--columns dialogue=txt); its columns are id, text, summary"),
+    "bad --columns": (lambda p: ["--demo", "--columns", "dialogue"], "'dialogue' is not NAME=COLUMN"),
     "empty csv": (lambda p: ["--train-data", write(p / "e.csv", ""), "--val-data", write(p / "v.csv", GOOD)],
                   "is empty"),
     "all dialogues empty": (lambda p: ["--train-data", write(p / "x.csv", "fname,dialogue,summary\na,,s\nb, ,s\n"),
@@ -176,6 +181,33 @@ def test_storage_password_with_a_raw_at_is_hidden_whole(capsys):
     code, err = run_main(["--demo", "--storage", "postgresql://user:pa55w0rd@ter2q@127.0.0.1:1/db"], capsys)
     assert code == 2 and "pa55w0rd" not in err and "ter2q" not in err, err
     assert "user:***@127.0.0.1:1/db" in err and "%40" in err and err.count("\n") == 1
+
+
+def test_columns_reach_every_trial_and_the_rows_are_read_with_them(tmp_path, capsys):
+    """--columns fixes data.columns: the study reads the data with it, and so does each trial's training."""
+    import datasets
+
+    from search.study import prepare
+
+    rows = [{"doc_id": f"d{i}", "text": "#Person1#: 안녕하세요.", "highlights": "인사한다." if i else ""} for i in range(3)]
+    data_file = tmp_path / "cnn.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(data_file))
+    columns = "dialogue=text,summary=highlights,fname=doc_id"
+    args = build_parser().parse_args(["--demo", "--train-data", str(data_file), "--val-data", str(data_file),
+                                      "--columns", columns, "--trials", "1", "--no-wandb",
+                                      "--storage", f"sqlite:///{tmp_path / 'studies.db'}",
+                                      "--output-root", str(tmp_path / "outputs")])
+    space = Space.for_family("t5")
+    data, name = prepare(args, space)
+    trained = []
+
+    def train_fn(config, train_path, val_path, *rest, **options):
+        trained.append((config.data.columns, train_path))
+        return fake_train(config, train_path, val_path, *rest, **options)
+
+    run_study(args, space, data, name, train_fn=train_fn)
+    assert trained == [(columns, str(data_file))]
+    assert f"left out for an empty dialogue or summary: 1 rows of {data_file}, 1 of {data_file}" in capsys.readouterr().out
 
 
 def test_rows_left_out_for_an_empty_dialogue_are_counted_at_the_study_start(tmp_path, capsys):

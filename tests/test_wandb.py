@@ -158,6 +158,22 @@ def test_sweep_command_names_absolute_paths_for_agents_started_elsewhere(tmp_pat
     assert option["--checkpoint"] == str(demo_assets("t5").checkpoint.resolve())
 
 
+def test_sweep_agents_read_the_data_with_its_columns(tmp_path, monkeypatch):
+    import datasets
+
+    from search.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    datasets.Dataset.from_list([{"doc_id": "d1", "text": "#Person1#: 안녕하세요.", "highlights": "인사한다."}]
+                               ).to_parquet("cnn.parquet")
+    columns = "dialogue=text,summary=highlights,fname=doc_id"
+    assert main(["--family", "t5", "--demo", "--output", "t5.yaml", "--storage", "sqlite:///studies.db",
+                 "--train-data", "cnn.parquet", "--val-data", "cnn.parquet", "--columns", columns]) == 0
+    command = yaml.safe_load((tmp_path / "t5.yaml").read_text(encoding="utf-8"))["command"]
+    option = {flag: command[i + 1] for i, flag in enumerate(command[:-1]) if flag.startswith("--")}
+    assert option["--columns"] == columns and option["--train-data"] == str(tmp_path / "cnn.parquet")
+
+
 def test_sweep_agents_train_with_the_set_options(tmp_path, monkeypatch):
     from search.sweep import main
 
