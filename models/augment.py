@@ -161,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.augment",
                                      description="Show what a config's data.augment does to training rows.")
     parser.add_argument("--config", required=True, help="a YAML config or space file, e.g. spaces/bart.yaml")
-    parser.add_argument("--train-data", help="training CSV with fname,dialogue,summary")
+    parser.add_argument("--train-data", help="training data (CSV, JSONL, Parquet, a datasets folder, hub:NAME:SPLIT)")
     parser.add_argument("--demo", action="store_true", help="the bundled Korean demo training data")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set data.augment.turn_drop=0.1 (repeatable)")
     parser.add_argument("--show", type=int, default=5, help="how many original/augmented pairs to print")
     args = parser.parse_args(argv)
 
-    from models.data import read_rows
+    from models.datafiles import read_rows
     from models.train import parse_overrides
 
     config = TrainConfig.from_yaml(args.config).override(parse_overrides(args.set), source="command line")
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         train = args.train_data
     else:
         raise ConfigError("no data given; pass --train-data, or --demo")
-    rows, _ = read_rows(train, need_summary=True)
+    rows, _ = read_rows(train, need_summary=True, columns=config.data.columns)
     copies = augment(rows)[len(rows):]
     originals = {row["fname"]: row for row in rows}
     changed = [c for c in copies if c["augmented"]]

@@ -36,7 +36,8 @@ def summaries_of(model, tokenizer, family, config: TrainConfig, data: str | Path
     """A data file's rows as this model reads them, and its `num_return` best beams for each (best first),
     generated with the settings it was trained with (beam search widened to `num_return` where narrower)."""
     t, device = config.training, next(model.parameters()).device
-    split = load_split(data, tokenizer, family, t.max_source_length, t.max_target_length, need_summary=labelled)
+    split = load_split(data, tokenizer, family, t.max_source_length, t.max_target_length, need_summary=labelled,
+                       columns=config.data.columns)
     return split, generate_candidates(model, tokenizer, family, split.features, num_beams=t.num_beams,
                                       num_return=num_return, max_new_tokens=t.generation_max_length,
                                       batch_size=batch_size, device=device)

@@ -106,6 +106,8 @@ def pairwise_rouge(groups: Sequence[Sequence[str]], tokenize: str = "morpheme") 
     each distinct pair is scored once; a text against itself is 1). All texts are tokenized in one batch."""
     if tokenize not in TOKENIZERS:
         raise ValueError(f"unknown tokenize {tokenize!r}; allowed values: {', '.join(TOKENIZERS)}")
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(
         list(ROUGE_TYPES), tokenizer=_LookupTokenizer(_tokenize_all([t for g in groups for t in g], tokenize)))
     scored: dict[tuple[str, str], float] = {}

@@ -31,10 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=3, help="how many of the best trials (default 3); the search "
                                                          "must have kept their checkpoints (search.run --keep-top K)")
     parser.add_argument("--how", choices=HOW, default="both", help="MBR voting, a greedy weight soup, or both")
-    parser.add_argument("--val-data", help="dev CSV with fname,dialogue,summary: every figure is measured on it")
-    parser.add_argument("--test-data", help="CSV with fname,dialogue: the better ensemble on dev summarizes it")
+    parser.add_argument("--val-data", help="dev data, every figure is measured on it (default: the best trial's)")
+    parser.add_argument("--test-data", help="data with fname,dialogue: the better ensemble on dev summarizes it")
     parser.add_argument("--output", default="submission.csv", help="where --test-data's summaries go")
-    parser.add_argument("--demo", action="store_true", help="the bundled demo's dev data as --val-data")
     parser.add_argument("--beams", type=int, default=1,
                         help="MBR candidates per model: its N best beams (default 1, its own summary)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -97,14 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     study = load_study(args.storage, args.study)
     metric = study.user_attrs.get("metric", "mean")
     trials = kept_trials(study, args.top)
-    val, test = args.val_data, args.test_data
-    if args.demo:
-        from models.demo import demo_assets
-
-        assets = demo_assets(study.user_attrs.get("family", "t5"))
-        val = val or assets.dev
+    val, test = args.val_data or trials[0].user_attrs.get("val_data"), args.test_data
     if not val:
-        raise ConfigError("no dev data given; pass --val-data (the figures are measured on it), or --demo")
+        raise ConfigError(f"trial #{trials[0].number} recorded no dev data; pass --val-data (the figures are "
+                          "measured on it)")
 
     from models.ensemble import (checkpoint_candidates, greedy_soup, mbr_vote, rouge_agreement, save_soup)
     from models.generate import read_metadata

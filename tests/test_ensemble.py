@@ -117,10 +117,11 @@ def test_ensemble_command_scores_both_ways_and_records_them(tiny_study, capsys):
     test = first_rows(assets.test, 5, root / "test.csv")
     submission = root / "submission.csv"
     capsys.readouterr()
-    assert main(["--study", "tiny", "--storage", url, "--top", "2", "--val-data", str(dev), "--test-data", str(test),
+    assert main(["--study", "tiny", "--storage", url, "--top", "2", "--test-data", str(test),  # dev: the trials'
                  "--output", str(submission), "--output-root", str(root / "outputs")]) == 0
     out = capsys.readouterr().out
     assert "best single trial #" in out and "MBR over 2 trials" in out and "greedy soup #" in out
+    assert "dev ROUGE (mean) on 8 rows" in out
     record = json.loads((root / "outputs" / "tiny" / "ensemble.json").read_text(encoding="utf-8"))
     study = optuna.load_study(study_name="tiny", storage=open_storage(url))
     assert study.user_attrs["ensemble"] == record
@@ -141,8 +142,8 @@ def test_refit_trains_the_best_config_on_train_and_dev(tiny_study, capsys):
 
     root, url, assets, dev = tiny_study
     capsys.readouterr()
-    assert main(["--study", "tiny", "--storage", url, "--train-data", str(assets.train), "--val-data", str(dev),
-                 "--output-root", str(root / "outputs")]) == 0
+    # The data is the best trial's, as it recorded it.
+    assert main(["--study", "tiny", "--storage", url, "--output-root", str(root / "outputs")]) == 0
     out = capsys.readouterr().out
     assert "NOT a held-out score" in out
     study = optuna.load_study(study_name="tiny", storage=open_storage(url))
