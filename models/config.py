@@ -1,8 +1,8 @@
 """TrainConfig: the one typed contract between the search and the trainer.
 
 A config file uses the design document's keys (`model.architecture`, `model.checkpoint`,
-`training.*`, `qlora.*`) and `data.*` (`data.columns`, `data.augment.*`); a space file adds a `search:` block, which belongs to the search
-side and is ignored here. Every value can also be addressed by its dotted name
+`training.*`, `qlora.*`) and `data.*` (`data.columns`, `data.augment.*`); a space file adds a `search:` block,
+which belongs to the search side and is ignored here. Every value can also be addressed by its dotted name
 ("training.learning_rate"), which is how the search and the command line override it.
 """
 from __future__ import annotations
@@ -217,7 +217,7 @@ class TrainConfig:
     # -- views --------------------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:
         """Every hyperparameter as one flat dict of dotted keys, logged verbatim."""
-        flat = {key: value for s in _SECTIONS for key, value in _flatten(dataclasses.asdict(getattr(self, s)), s).items()}
+        flat = {k: v for s in _SECTIONS for k, v in _flatten(dataclasses.asdict(getattr(self, s)), s).items()}
         flat["method"] = self.method
         return flat
 
