@@ -6,7 +6,7 @@ rewritten after every part and after every trial of `memory`, so a run cut short
 * memory: N trials in ONE process through the real search path: `search.objective.Objective`
   (wandb=None) driven by a real Optuna study in a temporary SQLite file opened by
   `search.study.open_study` (trial 0 = the space's defaults, TPE after it), with the same
-  `study.optimize(..., catch=(Exception,))` and `keep_best_checkpoint` callback as `search.run`.
+  `study.optimize(..., catch=(Exception,))` and `keep_top_checkpoints(1)` callback as `search.run`.
   bart-base-sized model (random weights), demo data, batch 16, 24 steps, an eval every 8 steps.
   Pruned trials: a successive-halving pruner judged from the first eval (min_resource = eval_steps),
   plus a forced prune of a few fixed trial numbers at their second eval, in case ties let every
@@ -237,7 +237,7 @@ def make_pruner(eval_steps: int, forced: set[int], forced_after: int):
 def part_memory(args, device: torch.device, s: dict, publish) -> dict:
     from models.demo import demo_assets
     from models.trainer import train
-    from search.objective import Data, Objective, keep_best_checkpoint
+    from search.objective import Data, Objective, keep_top_checkpoints
     from search.space import Space
 
     cuda = device.type == "cuda"
@@ -285,7 +285,7 @@ def part_memory(args, device: torch.device, s: dict, publish) -> dict:
     before["live_models"] = live_models()
     rows: list[dict] = []
     result = {"what": "N trials in one process: search.objective.Objective (wandb=None) driven by study.optimize "
-                      "(catch=(Exception,), keep_best_checkpoint) on a study opened by search.study.open_study",
+                      "(catch=(Exception,), keep_top_checkpoints(1)) on a study opened by search.study.open_study",
               "storage": storage, "trials_asked": n,
               "model": f"bart-{'tiny' if args.tiny else 'base'} size, random weights ({checkpoint.name})",
               "data": {"train": str(assets.train), "dev": str(dev)},
@@ -339,7 +339,7 @@ def part_memory(args, device: torch.device, s: dict, publish) -> dict:
         publish(result)
 
     study.optimize(objective, n_trials=n, timeout=args.memory_timeout, catch=(Exception,),
-                   callbacks=[keep_best_checkpoint, measure])
+                   callbacks=[keep_top_checkpoints(1), measure])
     result["seconds"] = round(time.perf_counter() - started, 1)
     gc.collect()
     final = snapshot(cuda)

@@ -1,13 +1,15 @@
 """TrainConfig: the one typed contract between the search and the trainer.
 
 A config file uses the design document's keys (`model.architecture`, `model.checkpoint`,
-`training.*`, `qlora.*`) and `data.columns`; a space file adds a `search:` block, which belongs to the search
-side and is ignored here. Every value can also be addressed by its dotted name
+`training.*`, `qlora.*`) and `data.*` (`data.columns`, `data.augment.*`); a space file adds a `search:` block,
+which belongs to the search side and is ignored here. Every value can also be addressed by its dotted name
 ("training.learning_rate"), which is how the search and the command line override it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -32,11 +34,6 @@ COMPILE = ("auto", "always", "never")
 class ModelConfig:
     architecture: str = "t5"
     checkpoint: str = "t5-small"
-
-
-@dataclass
-class DataConfig:
-    columns: str = ""  # "dialogue=text,summary=highlights,fname=doc_id": the data's names for ours (models/datafiles.py)
 
 
 @dataclass
@@ -77,6 +74,30 @@ class QLoraConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+
+
+@dataclass
+class AugmentConfig:
+    """Augmented copies of training rows (models/augment.py); never of dev or test rows. Off while every
+    rate is 0. Seeded by training.seed."""
+    ratio: float = 1.0  # augmented rows added per training row (0.5: half the rows get one)
+    turn_drop: float = 0.0  # each turn but the first and last left out with this probability
+    turn_swap: float = 0.0  # each pair of adjacent turns swapped
+    token_delete: float = 0.0  # each word inside a turn left out (speaker tags never)
+    token_repeat: float = 0.0  # each word inside a turn said twice
+    speaker_swap: float = 0.0  # share of augmented rows with #Person1# and #Person2# relabelled, summary too
+
+    RATES = ("turn_drop", "turn_swap", "token_delete", "token_repeat", "speaker_swap")
+
+    @property
+    def active(self) -> bool:
+        return self.ratio > 0 and any(getattr(self, rate) > 0 for rate in self.RATES)
+
+
+@dataclass
+class DataConfig:
+    columns: str = ""  # "dialogue=text,summary=highlights,fname=doc_id": the data's names for ours (models/datafiles.py)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -128,27 +149,22 @@ class TrainConfig:
                 raise ConfigError(f"{source}: unknown block '{section}'; use one of {', '.join(_SECTIONS)}")
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: '{section}' must be a mapping of keys to values")
-            flat.update({f"{section}.{key}": value for key, value in values.items()})
+            flat.update(_flatten(values, section))
         return cls().override(flat, source=source)
 
     def override(self, values: dict[str, Any], source: str = "override") -> "TrainConfig":
         """A copy with dotted keys replaced; `method` sets the qlora.use_* flags."""
-        config = dataclasses.replace(
-            self,
-            model=dataclasses.replace(self.model),
-            training=dataclasses.replace(self.training),
-            qlora=dataclasses.replace(self.qlora),
-            data=dataclasses.replace(self.data),
-        )
+        config = copy.deepcopy(self)
         for key, value in values.items():
             if key == "method":
                 config._set_method(value, source)
                 continue
             section, _, name = key.partition(".")
-            block = getattr(config, section, None) if section in _SECTIONS else None
-            if block is None or name not in _FIELD_TYPES[section]:
+            if section not in _SECTIONS or name not in _FIELD_TYPES[section]:
                 raise ConfigError(f"{source}: unknown key '{key}'; see spaces/t5.yaml for the keys")
-            setattr(block, name, _coerce(value, _FIELD_TYPES[section][name], key, source))
+            *path, leaf = key.split(".")
+            block = functools.reduce(getattr, path, config)  # data.augment.turn_drop: config.data.augment
+            setattr(block, leaf, _coerce(value, _FIELD_TYPES[section][name], key, source))
         config.validate(source)
         return config
 
@@ -160,7 +176,7 @@ class TrainConfig:
         self.qlora.use_unsloth = method == "unsloth"
 
     def validate(self, source: str = "config") -> None:
-        t, q = self.training, self.qlora
+        t, q, a = self.training, self.qlora, self.data.augment
         checks = [
             (self.model.architecture in FAMILIES, "model.architecture", f"use one of {', '.join(FAMILIES)}"),
             (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
@@ -183,6 +199,9 @@ class TrainConfig:
              "set at most one of use_lora, use_qlora, use_unsloth"),
             (not (q.use_qlora and not q.load_in_4bit), "qlora.load_in_4bit",
              "QLoRA is 4-bit by definition; set use_lora for 16-bit LoRA instead"),
+            (0 <= a.ratio <= 10, "data.augment.ratio", "use augmented rows per training row in [0, 10]"),
+            *((0 <= getattr(a, rate) <= 1, f"data.augment.{rate}", "use a probability in [0, 1]")
+              for rate in a.RATES),
         ]
         for ok, key, fix in checks:
             if not ok:
@@ -198,7 +217,7 @@ class TrainConfig:
     # -- views --------------------------------------------------------------------------
     def to_flat(self) -> dict[str, Any]:
         """Every hyperparameter as one flat dict of dotted keys, logged verbatim."""
-        flat = {f"{s}.{k}": v for s in _SECTIONS for k, v in dataclasses.asdict(getattr(self, s)).items()}
+        flat = {k: v for s in _SECTIONS for k, v in _flatten(dataclasses.asdict(getattr(self, s)), s).items()}
         flat["method"] = self.method
         return flat
 
@@ -207,11 +226,33 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "qlora": QLoraConfig, "data": DataConfig}
-_FIELD_TYPES = {
-    section: {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    for section, cls in _SECTIONS.items()
-    for hints in [typing.get_type_hints(cls)]
-}
+
+
+def _field_types(cls: type, prefix: str = "") -> dict[str, type]:
+    """A block's keys and their types; a nested block's keys dotted (augment.turn_drop)."""
+    hints = typing.get_type_hints(cls)
+    types: dict[str, type] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            types.update(_field_types(kind, f"{prefix}{f.name}."))
+        else:
+            types[f"{prefix}{f.name}"] = kind
+    return types
+
+
+_FIELD_TYPES = {section: _field_types(cls) for section, cls in _SECTIONS.items()}
+
+
+def _flatten(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{"augment": {"turn_drop": 0.1}} under "data" -> {"data.augment.turn_drop": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}.{key}"))
+        else:
+            flat[f"{prefix}.{key}"] = value
+    return flat
 
 
 def _coerce(value: Any, kind: type, key: str, source: str) -> Any:

@@ -31,9 +31,13 @@ class Split:
 
 
 def load_split(source: str | Path, tokenizer, family: Family, max_source: int, max_target: int,
-               need_summary: bool = True, cache_dir: Path | None = None, columns: str = "") -> Split:
-    """`source`: any file or dataset models/datafiles.py reads; `columns` maps its column names to ours."""
+               need_summary: bool = True, cache_dir: Path | None = None, columns: str = "", augment=None) -> Split:
+    """`source`: any file or dataset models/datafiles.py reads; `columns` maps its column names to ours.
+    `augment` (models/augment.py, for the training split only) adds augmented copies of the rows; the cache
+    key, made of the rows themselves, tells them apart."""
     rows, skipped = read_rows(source, need_summary, columns)
+    if augment is not None:
+        rows = augment(rows)
     dialogues = [r["dialogue"].strip() for r in rows]
     refs = [[ref.strip() for ref in read_references(r)] for r in rows] if need_summary else []
     targets = [r[0] for r in refs] if need_summary else None

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -16,15 +16,25 @@ from models.methods import load_pretrained, load_tokenizer
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
              max_new_tokens: int, batch_size: int, device: torch.device,
              on_rows: Callable[[int], object] | None = None) -> list[str]:
-    """One summary per feature row, in order. Rows are batched by length so batches carry little padding.
-    `on_rows` is called with each batch's row count once it is generated (a progress bar's `update`)."""
+    """One summary per feature row, in order. `on_rows` is called with each batch's row count once it is
+    generated (a progress bar's `update`)."""
+    return [first for first, *_ in generate_candidates(
+        model, tokenizer, family, features, num_beams=num_beams, num_return=1, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, device=device, on_rows=on_rows)]
+
+
+@torch.inference_mode()
+def generate_candidates(model, tokenizer, family: Family, features: list[dict[str, list[int]]], *, num_beams: int,
+                        num_return: int, max_new_tokens: int, batch_size: int, device: torch.device,
+                        on_rows: Callable[[int], object] | None = None) -> list[list[str]]:
+    """The `num_return` best beams of each feature row, best first, rows in order (an ensemble votes over
+    them). Rows are batched by length so batches carry little padding."""
     key = "prompt_ids" if family.is_causal else "input_ids"
     order = sorted(range(len(features)), key=lambda i: len(features[i][key]))
-    summaries: list[str] = [""] * len(features)
+    summaries: list[list[str]] = [[] for _ in features]
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
@@ -33,12 +43,14 @@ def generate(model, tokenizer, family: Family, features: list[dict[str, list[int
         batch = collate([{"input_ids": features[i][key]} for i in rows], tokenizer.pad_token_id,
                         left_pad=family.is_causal)
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+        out = model.generate(**batch, num_beams=max(num_beams, num_return), num_return_sequences=num_return,
+                             max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         if family.is_causal:
             out = out[:, batch["input_ids"].shape[1]:]
-        for i, text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True)):
-            summaries[i] = text.strip()
+        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        for n, i in enumerate(rows):  # the sequences of a row come together, best first
+            summaries[i] = [text.strip() for text in texts[n * num_return: (n + 1) * num_return]]
         if on_rows:
             on_rows(len(rows))
     model.train(was_training)

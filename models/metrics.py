@@ -101,6 +101,29 @@ def rouge(
     return result
 
 
+def pairwise_rouge(groups: Sequence[Sequence[str]], tokenize: str = "morpheme") -> list[list[list[float]]]:
+    """For each group of texts, the mean of ROUGE-1/2/L F1 between every two of them (F1 is symmetric, so
+    each distinct pair is scored once; a text against itself is 1). All texts are tokenized in one batch."""
+    if tokenize not in TOKENIZERS:
+        raise ValueError(f"unknown tokenize {tokenize!r}; allowed values: {', '.join(TOKENIZERS)}")
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(
+        list(ROUGE_TYPES), tokenizer=_LookupTokenizer(_tokenize_all([t for g in groups for t in g], tokenize)))
+    scored: dict[tuple[str, str], float] = {}
+
+    def agree(a: str, b: str) -> float:
+        if a == b:
+            return 1.0
+        pair = (a, b) if a < b else (b, a)
+        if pair not in scored:
+            scores = scorer.score(*pair)
+            scored[pair] = sum(scores[key].fmeasure for key in ROUGE_TYPES) / len(ROUGE_TYPES)
+        return scored[pair]
+
+    return [[[agree(a, b) for b in group] for a in group] for group in groups]
+
+
 def reference_columns(fieldnames: Iterable[str]) -> list[str]:
     """Reference columns in order: summary, summary2, summary3, ..."""
     names = set(fieldnames)

@@ -46,16 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     summaries = generate(model, tokenizer, family, split.features, num_beams=args.num_beams or t.num_beams,
                          max_new_tokens=t.generation_max_length, batch_size=args.batch_size, device=device)
     output = Path(args.output)
+    write_submission(output, split.fnames, summaries)
+    skipped = f" ({split.skipped} rows with an empty dialogue skipped)" if split.skipped else ""
+    print(f"wrote {len(summaries)} summaries to {output}{skipped}")
+    return 0
+
+
+def write_submission(output: Path, fnames: list[str], summaries: list[str]) -> None:
+    """`fname,summary` rows, written whole or not at all."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}")
     with tmp.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["fname", "summary"])
-        writer.writerows(zip(split.fnames, summaries))
+        writer.writerows(zip(fnames, summaries))
     tmp.replace(output)
-    skipped = f" ({split.skipped} rows with an empty dialogue skipped)" if split.skipped else ""
-    print(f"wrote {len(summaries)} summaries to {output}{skipped}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from accelerate.utils import extract_model_from_parallel, set_seed
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
+from models.augment import augmenter
 from models.compiling import compiled_loss, gradients_of_their_own, should_compile, without_layerdrop
 from models.config import TrainConfig
 from models.data import LengthGroupedBatches, RandomBatches, load_split
@@ -171,7 +172,8 @@ class Recipe:
         compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
         model, self.tokenizer, _ = build_model(config, family, device, compute_dtype)
         lengths = (t.max_source_length, t.max_target_length)
-        train_split = load_split(train_path, self.tokenizer, family, *lengths, columns=config.data.columns)
+        train_split = load_split(train_path, self.tokenizer, family, *lengths, columns=config.data.columns,
+                                 augment=augmenter(config))  # the training rows only, never dev
         self.dev = load_split(val_path, self.tokenizer, family, *lengths, columns=config.data.columns)
         self.eval_rows = min(len(self.dev), t.eval_subset) if t.eval_subset > 0 else len(self.dev)
         varied_lengths = len({(len(f["input_ids"]), len(f["labels"])) for f in train_split.features}) > 1

@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 from models.cli import quiet_libraries, run_cli
-from search.objective import Objective, keep_best_checkpoint
+from search.objective import Objective, keep_top_checkpoints
 from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.sinks import WandbRuns
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     # Found by its run name: other agents may have added trials to the study since.
     mine = next(t for t in reversed(study.get_trials(deepcopy=False)) if t.user_attrs.get("run_name") == run_name)
     if not args.keep_checkpoints:
-        keep_best_checkpoint(study, mine)
+        keep_top_checkpoints(args.keep_top)(study, mine)
     print(f"{run_name}: {args.metric} = {result.metrics[args.metric]:.4f}, added to study {name} "
           f"as trial #{mine.number}")
     return 0

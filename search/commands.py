@@ -21,6 +21,8 @@ COMMANDS = {
     "sweep": ("search.sweep", "a W&B sweep file from a space"),
     "agent": ("search.agent", "the program a W&B sweep's agent runs"),
     "collect": ("search.collect", "every trial of every study as one CSV row"),
+    "ensemble": ("search.ensemble", "MBR voting and a weight soup over a study's best trials"),
+    "refit": ("search.refit", "the best trial's config trained again on train + dev"),
     "export": ("search.export", "a study's best trial as a Hugging Face model folder with a model card"),
 }
 

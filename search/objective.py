@@ -153,13 +153,24 @@ def config_digest(flat: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def keep_best_checkpoint(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-    """A study callback: delete every trial's checkpoint but the best's, so disk use stays flat."""
-    try:
-        best = study.best_trial.number
-    except ValueError:  # no completed trial yet
-        best = None
-    for trial in study.get_trials(deepcopy=False):
-        path = trial.user_attrs.get("checkpoint")
-        if path and trial.number != best and trial.state != TrialState.RUNNING and Path(path).is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+def top_trials(study: optuna.Study, count: int) -> list[optuna.trial.FrozenTrial]:
+    """The `count` best completed trials, best first (ties: the earlier trial first)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: (-t.value, t.number))[:count]
+
+
+def keep_top_checkpoints(keep: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """A study callback: delete every trial's checkpoint but those of the `keep` best completed trials, so
+    disk use stays bounded.
+
+    Safe with any number of processes on one study: values never change once recorded, so a trial that one
+    process finds outside the best `keep` can never come back into them, and running trials are left alone.
+    """
+    def prune(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        top = {t.number for t in top_trials(study, keep)}
+        for trial in study.get_trials(deepcopy=False):
+            path = trial.user_attrs.get("checkpoint")
+            if path and trial.number not in top and trial.state.is_finished() and Path(path).is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+    return prune

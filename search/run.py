@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
     parser.add_argument("--metric", choices=METRICS, default="mean", help="maximized (default: mean of R1/R2/RL F1)")
     parser.add_argument("--output-root", default="outputs", help="where trials and reports are written")
+    parser.add_argument("--keep-top", type=int, default=1, metavar="K",
+                        help="keep the checkpoints of the K best trials (default 1), for search.ensemble")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every trial's checkpoint, not the best")
     parser.add_argument("--wandb-project", default="sumsweep", help="W&B project (a run per trial, grouped by study)")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B runs")
@@ -138,6 +140,8 @@ def check_options(args) -> list[str]:
     """The options' own mistakes, found before anything starts; returns the --gpus list."""
     if args.trials < 1:
         raise ConfigError(f"--trials {args.trials} asks for no trial; use 1 or more")
+    if args.keep_top < 1:
+        raise ConfigError(f"--keep-top {args.keep_top} keeps no checkpoint, not even the best; use 1 or more")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed {args.seed} is negative; use 0 or more")
     check_url(args.storage)

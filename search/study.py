@@ -28,7 +28,7 @@ from models.train import parse_overrides
 from models.trainer import model_name, train
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
-from search.objective import Data, Objective, TrainFn, keep_best_checkpoint
+from search.objective import Data, Objective, TrainFn, keep_top_checkpoints
 from search.owners import fail_dead_trials, fail_own_trials
 from search.sinks import WandbRuns
 from search.space import Space
@@ -244,7 +244,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
         with HeldInterrupt().installed() as interrupt:
             run_trials(study, objective, args.trials, interrupt, timeout=args.timeout, catch=catch,
                        before_trial=reseed(args, space),
-                       callbacks=[keep_best_checkpoint if not args.keep_checkpoints else (lambda s, t: None),
+                       callbacks=[*([] if args.keep_checkpoints else [keep_top_checkpoints(args.keep_top)]),
                                   progress])
     except KeyboardInterrupt:
         fail_own_trials(study)  # a second Ctrl-C stops at once, maybe before the trial was recorded

@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         agent_args.append("--demo")
     for pair in args.set:
         agent_args += ["--set", pair]
+    if args.keep_top != 1:  # each agent deletes the checkpoints that fall out of the best K
+        agent_args += ["--keep-top", str(args.keep_top)]
     for flag, value in (("--train-data", args.train_data), ("--val-data", args.val_data),
                         ("--checkpoint", args.checkpoint), ("--method", args.method), ("--columns", args.columns)):
         if value:

@@ -106,6 +106,22 @@ def test_only_the_best_checkpoint_stays_on_disk(storage_url, tmp_path, study_nam
     assert kept == [f"trial-{study.best_trial.number:04d}"]
 
 
+def test_keep_top_keeps_exactly_the_k_best_checkpoints(storage_url, tmp_path, study_name):
+    args = args_for(storage_url, tmp_path, "--trials", "6", "--pruner", "none", "--keep-top", "3")
+    space = Space.for_family("t5")
+    elsewhere = open_study(args, space, study_name).ask()  # another worker's trial, its checkpoint being written
+    writing = tmp_path / "other-worker" / "best"
+    writing.mkdir(parents=True)
+    elsewhere.set_user_attr("checkpoint", str(writing))
+    study = run_study(args, space, data(tmp_path), study_name, train_fn=fake_train)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 5  # the other worker's trial is the sixth
+    best_3 = sorted(done, key=lambda t: t.value, reverse=True)[:3]
+    kept = sorted(p.parent.name for p in (tmp_path / "outputs" / study_name).glob("trial-*/best"))
+    assert kept == sorted(f"trial-{t.number:04d}" for t in best_3)
+    assert writing.is_dir()
+
+
 def ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 

@@ -184,3 +184,13 @@ def test_sweep_agents_train_with_the_set_options(tmp_path, monkeypatch):
     command = config["command"]
     assert command[command.index("--set") + 1] == "training.num_beams=1"
     assert "training.num_beams" not in config["parameters"]  # fixed, so no longer searched
+
+
+def test_sweep_agents_keep_the_top_k_checkpoints_asked_for(tmp_path, monkeypatch):
+    from search.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--family", "t5", "--demo", "--output", "t5.yaml", "--storage", "sqlite:///studies.db",
+                 "--keep-top", "3"]) == 0
+    command = yaml.safe_load((tmp_path / "t5.yaml").read_text(encoding="utf-8"))["command"]
+    assert command[command.index("--keep-top") + 1] == "3"
