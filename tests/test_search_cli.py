@@ -111,11 +111,15 @@ def test_workers_get_every_option_but_the_parents_own():
             "--columns", "dialogue=text", "--demo", "--study", "mine", "--sampler", "random", "--pruner", "median",
             "--timeout", "60", "--checkpoint", "some/model", "--method", "lora", "--set", "training.max_steps=20",
             "--seed", "0", "--metric", "rouge1", "--output-root", "runs", "--keep-checkpoints",
-            "--wandb-project", "mine", "--no-wandb", "--heartbeat", "5", "--grace-period", "9"]
+            "--wandb-project", "mine", "--no-wandb", "--heartbeat", "5", "--grace-period", "9", "--keep-top", "3",
+            "--quiet"]
     given, defaults = vars(build_parser().parse_args(argv)), vars(build_parser().parse_args([]))
     forwarded = vars(build_parser().parse_args(worker_argv(argv, Space.for_family("t5"))))
     passed_on = [name for name in given if name not in PARENT_ONLY]
-    assert [name for name in passed_on if given[name] == defaults[name]] == []  # every such option is tried here
+    # every such option is tried here; --verbose, which excludes --quiet, just below
+    assert [name for name in passed_on if given[name] == defaults[name]] == ["verbose"]
+    loud = ["--family", "t5", "--gpus", "0", "--verbose"]
+    assert vars(build_parser().parse_args(worker_argv(loud, Space.for_family("t5"))))["verbose"] is True
     assert {name: forwarded[name] for name in passed_on} == {name: given[name] for name in passed_on}
     assert forwarded["space"] == str(Space.for_family("t5").path)
     assert not forwarded["gpus"] and not forwarded["mps"] and forwarded["storage"] == defaults["storage"]
