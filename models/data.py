@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from models.datafiles import read_rows
 from models.families import Family
 from models.metrics import read_references
 
+
+LARGE = 20_000  # rows from which first-time tokenization is announced
 
 @dataclass
 class Split:
@@ -46,6 +49,9 @@ def load_split(source: str | Path, tokenizer, family: Family, max_source: int, m
     if cache.is_file():
         features = torch.load(cache)
     else:
+        if len(dialogues) >= LARGE:  # minutes on a big file: say what is happening, once, then it is cached
+            print(f"tokenizing {len(dialogues):,} rows of {source} (cached for the next run)", file=sys.stderr,
+                  flush=True)
         features = tokenize(dialogues, targets, tokenizer, family, max_source, max_target)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -400,3 +400,16 @@ def test_random_batches_are_a_new_permutation_each_epoch_and_repeatable():
         assert [len(b) for b in epoch] == [8] * 6 + [2]
     assert first != second
     assert list(RandomBatches(size=50, batch_size=8, seed=3)) == first
+
+
+def test_a_large_file_says_it_is_tokenized_the_first_time_only(tmp_path, tokenizers, monkeypatch, capsys):
+    tokenizer, _ = tokenizers["bart"]
+    path = write_csv(tmp_path / "train.csv", [row(i) for i in range(4)])
+    monkeypatch.setattr(models.data, "LARGE", 4)  # this file counts as large
+    load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
+    assert f"tokenizing 4 rows of {path} (cached for the next run)" in capsys.readouterr().err
+    load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
+    assert "tokenizing" not in capsys.readouterr().err
+    monkeypatch.setattr(models.data, "LARGE", 5)
+    load_split(path, tokenizer, FAMILIES["bart"], 64, 33, cache_dir=tmp_path / "cache")  # new entry, small file
+    assert "tokenizing" not in capsys.readouterr().err
