@@ -178,10 +178,9 @@ class Recipe:
         self.eval_rows = min(len(self.dev), t.eval_subset) if t.eval_subset > 0 else len(self.dev)
         varied_lengths = len({(len(f["input_ids"]), len(f["labels"])) for f in train_split.features}) > 1
         if varied_lengths and device.type == "cuda":
-            # torch sends a padded batch's attention to cuDNN first on an H200, and cuDNN builds a plan for
-            # every new batch shape: a worker's first trial on the demo data trained at 57 samples/s, its
-            # second (same shapes, plans kept) at 271 (benchmarks/results/multi_gpu.json). Off for the rest
-            # of the process: a worker trains one dataset.
+            # torch sends a padded batch's attention to cuDNN first, and cuDNN builds a plan for every new
+            # batch shape, so a worker's first trial crawled (benchmarks/README.md). Off for the rest of the
+            # process: a worker trains one dataset.
             torch.backends.cuda.enable_cudnn_sdp(False)
 
         self.make_batch = batch_maker(model, family, self.tokenizer.pad_token_id)
