@@ -25,6 +25,7 @@ from models.metrics import TOKENIZERS
 
 
 METHODS = ("full", "lora", "qlora", "unsloth")
+METRICS = ("mean", "rouge1", "rouge2", "rougeL")  # maximized; mean is that of the three F1
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMPILE = ("auto", "always", "never")
@@ -182,7 +183,7 @@ class TrainConfig:
             (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
             (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
             (t.compile in COMPILE, "training.compile", f"use one of {', '.join(COMPILE)}"),
-            (t.metric in ("rouge1", "rouge2", "rougeL", "mean"), "training.metric", "use rouge1, rouge2, rougeL or mean"),
+            (t.metric in METRICS, "training.metric", f"use one of {', '.join(METRICS)}"),
             (t.rouge_tokenize in TOKENIZERS, "training.rouge_tokenize", f"use one of {', '.join(TOKENIZERS)}"),
             (t.batch_size >= 1, "training.batch_size", "use 1 or more"),
             (t.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "use 1 or more"),

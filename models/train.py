@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
-from models.config import TrainConfig
+from models.config import METHODS, TrainConfig
 from models.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true",
                         help="use the bundled Korean demo data and the family's tiny checkpoint (built on first use)")
     parser.add_argument("--checkpoint", help="hub id or local folder; overrides model.checkpoint")
-    parser.add_argument("--method", choices=["full", "lora", "qlora", "unsloth"], help="overrides the qlora.use_* keys")
+    parser.add_argument("--method", choices=METHODS, help="overrides the qlora.use_* keys")
     parser.add_argument("--output-dir", help="default outputs/{model_name}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set training.num_epochs=1 (repeatable)")

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
+from models.config import METHODS, METRICS
 from models.errors import ConfigError
 from search.interrupts import TrialInterrupted
 from search.names import check_study_name, study_folder
@@ -25,7 +26,6 @@ from search.workers import Workers, check_mps, cuda_mps
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "sha", "wilcoxon", "none")
-METRICS = ("mean", "rouge1", "rouge2", "rougeL")
 
 
 # `all` is the design document's six; `llm` needs a checkpoint made by scripts/install_llm.py first.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pruner", choices=PRUNERS, default="hyperband")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--checkpoint", help="hub id or local folder; fixes model.checkpoint")
-    parser.add_argument("--method", choices=("full", "lora", "qlora", "unsloth"), help="fixes the training method")
+    parser.add_argument("--method", choices=METHODS, help="fixes the training method")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="fixes a config key for every trial, e.g. --set training.num_epochs=1 (repeatable)")
     parser.add_argument("--seed", type=int, help="sampler seed, for a repeatable search")
