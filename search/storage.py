@@ -6,6 +6,8 @@ whose worker died is failed by the next worker and re-queued with the same param
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import random
 import re
@@ -146,6 +148,33 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace_period: in
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def one_asker(url: str, study_name: str):
+    """While held, no other process asks the study for a trial. PostgreSQL numbers a new trial by counting
+    the trials committed before it, so two processes asking at once can get the same number, and then
+    neither sees the other as asked first: both train, and the study ends with more trials than asked.
+    A session-level advisory lock on the study's name serializes asking. SQLite needs none: each of its
+    transactions holds the write lock (_serialize_writes)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+    with _lock_engine(url, os.getpid()).connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
+
+
+@functools.cache
+def _lock_engine(url: str, pid: int) -> sqlalchemy.engine.Engine:
+    """One small pool a process (keyed by pid: a forked child must not share its parent's connections)."""
+    return sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
 
 
 def _serialize_writes(engine) -> None:

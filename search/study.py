@@ -5,6 +5,7 @@ command, starts any worker processes before it imports this module (see there wh
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -32,7 +33,7 @@ from search.objective import Data, Objective, TrainFn, keep_top_checkpoints
 from search.owners import fail_dead_trials, fail_own_trials
 from search.sinks import WandbRuns
 from search.space import Space
-from search.storage import open_storage, redact
+from search.storage import one_asker, open_storage, redact
 from search.summary import fail_reason, print_report, short
 from search.trials import FINISHED, run_trials
 from search.workers import wait_to_go
@@ -243,6 +244,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
     try:
         with HeldInterrupt().installed() as interrupt:
             run_trials(study, objective, args.trials, interrupt, timeout=args.timeout, catch=catch,
+                       asking=functools.partial(one_asker, args.storage, study.study_name),
                        before_trial=reseed(args, space),
                        callbacks=[*([] if args.keep_checkpoints else [keep_top_checkpoints(args.keep_top)]),
                                   progress])

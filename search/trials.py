@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -100,7 +100,8 @@ def run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optun
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], target: int,
                interrupt: HeldInterrupt, callbacks: Sequence[Callback] = (),
                catch: tuple[type[Exception], ...] = (Exception,), timeout: float | None = None,
-               before_trial: Callable[[optuna.Study, optuna.Trial], None] | None = None) -> None:
+               before_trial: Callable[[optuna.Study, optuna.Trial], None] | None = None,
+               asking: Callable[[], AbstractContextManager] = nullcontext) -> None:
     """Trials until the study holds `target` finished ones, with others running them too. Failed trials are
     made up, but a process stops after as many failures as the trials it set out to add (3 at least: it
     may be the last one running), or once `timeout` seconds have passed."""
@@ -111,12 +112,13 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         fail_dead_trials(study)
         if not wanted(study, target):
             break
-        with warnings.catch_warnings():  # this loop keeps the heartbeat that Optuna's warning asks for
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = study.ask()
-        if not needed(study, trial, target):
-            give_back(study, trial)
-            break
+        with asking():  # the storage's lock, where asking at once could number two trials alike
+            with warnings.catch_warnings():  # this loop keeps the heartbeat that Optuna's warning asks for
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = study.ask()
+            if not needed(study, trial, target):
+                give_back(study, trial)
+                break
         claim(trial)
         if before_trial:
             before_trial(study, trial)

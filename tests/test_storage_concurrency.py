@@ -117,3 +117,31 @@ def test_searches_started_together_share_one_study_and_stop_at_its_target(storag
         assert not [t for t in trials if t.state == TrialState.RUNNING], number
         drawn = [t.params for t in trials if t.params and not t.user_attrs.get("baseline")]
         assert all(a != b for i, a in enumerate(drawn) for b in drawn[:i]), "two searches drew the same parameters"
+
+
+def hold_one_asker(url: str, got) -> None:
+    from search.storage import one_asker
+
+    with one_asker(url, "together-0"):
+        got.set()
+
+
+def test_one_process_at_a_time_asks_a_postgresql_study_for_a_trial():
+    """PostgreSQL may give two trials asked at once the same number; asking is serialized by a lock.
+    (SQLite needs none: each of its transactions takes the write lock.)"""
+    from conftest import fresh_database
+    from search.storage import one_asker
+
+    with fresh_database() as url:
+        one_at_a_time(url, mp.get_context("spawn"), one_asker)
+
+
+def one_at_a_time(storage_url, ctx, one_asker) -> None:
+    got = ctx.Event()
+    other = ctx.Process(target=hold_one_asker, args=(storage_url, got))
+    with one_asker(storage_url, "together-0"):
+        other.start()
+        assert not got.wait(3)  # the other process waits while this one asks
+    assert got.wait(60)  # and asks once this one is done
+    other.join(timeout=60)
+    assert other.exitcode == 0
