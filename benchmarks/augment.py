@@ -70,6 +70,21 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
+def merge(parts: list[dict], out: Path) -> int:
+    """One result from runs of the same settings over different seeds (one GPU each, say)."""
+    from benchmarks.methods import write_json
+
+    body = {**parts[0], "runs": {}, "command": [part["command"] for part in parts if "command" in part]}
+    for part in parts:
+        for name, done in part["runs"].items():
+            body["runs"].setdefault(name, []).extend(done)
+    body["settings"]["seeds"] = sorted({r["seed"] for done in body["runs"].values() for r in done})
+    body["summary"] = summarize(body["runs"])
+    write_json(out, body)
+    print(json.dumps(body["summary"], indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
@@ -79,8 +94,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run, e.g. training.num_beams=1")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo checkpoint, for a CPU toy run")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="join runs of other seeds into --out")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge([json.loads(Path(p).read_text(encoding="utf-8")) for p in args.merge], Path(args.out))
     from benchmarks.methods import stamp, write_json
     from benchmarks.vs_hf_search import checkpoint
     from models.cli import quiet_libraries

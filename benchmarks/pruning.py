@@ -57,13 +57,14 @@ def data_args(family: str, base: bool, method: str | None, work: Path) -> list[s
             "--checkpoint", str(make_base_checkpoint(family, work, tiny=False)), *fixed]
 
 
-def run_study(family: str, data: list[str], pruner: str, seed: int, trials: int, work: Path) -> list:
+def run_study(family: str, data: list[str], pruner: str, seed: int, trials: int, work: Path,
+              extra: list[str] = ()) -> list:
     from search.run import main
 
     url = f"sqlite:///{work / f'pruning-{seed}.db'}"
     study = f"{family}-{pruner}-{seed}"
     code = main(["--family", family, *data, "--trials", str(trials), "--pruner", pruner, "--seed", str(seed),
-                 "--storage", url, "--study", study, "--output-root", str(work / "outputs"), "--no-wandb"])
+                 "--storage", url, "--study", study, "--output-root", str(work / "outputs"), "--no-wandb", *extra])
     assert code == 0, f"study {study} failed"
     return curve(optuna.load_study(study_name=study, storage=url))
 
@@ -104,6 +105,8 @@ def main_benchmark() -> int:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pruners", nargs="+", default=["hyperband", "none"], choices=["hyperband", "none"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to search.run")
+    parser.add_argument("--timeout", type=float, help="search.run's --timeout: no trial starts after this many seconds")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="join runs of one pruner each")
     parser.add_argument("--work", type=Path, default=Path("/tmp/sumsweep-pruning"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -117,10 +120,12 @@ def main_benchmark() -> int:
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     data = data_args(args.family, args.base, args.method, args.work)
+    extra = [*(a for kv in args.set for a in ("--set", kv)), *(["--timeout", str(args.timeout)] if args.timeout else [])]
     curves: dict = {}
     for seed in args.seeds:
         for pruner in args.pruners:
-            curves.setdefault(str(seed), {})[pruner] = run_study(args.family, data, pruner, seed, args.trials, args.work)
+            curves.setdefault(str(seed), {})[pruner] = run_study(args.family, data, pruner, seed, args.trials, args.work,
+                                                                 extra)
             write(args, {"family": args.family, "base": args.base, "trials": args.trials}, curves,
                   [" ".join(["python3", *sys.argv])])
     return 0

@@ -258,7 +258,7 @@ def part_memory(args, device: torch.device, s: dict, publish) -> dict:
 
     walls: dict[int, float] = {}
 
-    def harness(config, train_path, val_path, output_dir, report=None, progress=True, label=None):
+    def harness(config, train_path, val_path, output_dir, report=None, progress=True, label=None, keep_checkpoint=None):
         """models.trainer.train, timed; for the chosen trials the report callback raises at its 2nd call."""
         number = int(str(label).rsplit("-", 1)[-1])
         calls = {"n": 0}
@@ -272,7 +272,7 @@ def part_memory(args, device: torch.device, s: dict, publish) -> dict:
         t0 = time.perf_counter()
         try:
             return train(config, train_path, val_path, output_dir, report=maybe_fail if number in fail_trials
-                         else report, progress=progress, label=label)
+                         else report, progress=progress, label=label, keep_checkpoint=keep_checkpoint)
         finally:
             walls[number] = time.perf_counter() - t0
 

@@ -163,7 +163,8 @@ def read_trials(url: str, name: str, launched: float) -> list[dict]:
     out = []
     for trial in study.get_trials(deepcopy=False):
         done, start = trial.datetime_complete, trial.datetime_start
-        attrs = {k: trial.user_attrs[k] for k in ("train_seconds", "eval_seconds") if k in trial.user_attrs}
+        attrs = {k: trial.user_attrs[k] for k in ("train_seconds", "eval_seconds", "setup_seconds", "save_seconds")
+                 if k in trial.user_attrs}
         out.append({"number": trial.number, "state": trial.state.name, "value": trial.value,
                     "params": trial.params, **attrs,
                     "started": start.timestamp() - launched if start else None,
@@ -206,8 +207,16 @@ def costs(trials: list[dict]) -> dict:
     """Start-up (launch to the first trial's start) and each trial's seconds that were not training or eval."""
     timed = [t for t in trials if t.get("started") is not None and t["seconds"] is not None and "train_seconds" in t]
     fixed = [t["seconds"] - t["started"] - t["train_seconds"] - t.get("eval_seconds", 0.0) for t in timed]
+
+    def mean(key: str) -> float | None:
+        values = [t[key] for t in timed if key in t]
+        return sum(values) / len(values) if values else None
+
+    # The fixed cost, split: the trainer's setup (model, data, optimizer), writing the checkpoint, and the
+    # rest (the search's own bookkeeping, a full-dev score of the best checkpoint where evals saw a subset).
     return {"startup_seconds": min((t["started"] for t in trials if t.get("started") is not None), default=None),
             "fixed_seconds_per_trial": sum(fixed) / len(fixed) if fixed else None,
+            "setup_seconds_per_trial": mean("setup_seconds"), "save_seconds_per_trial": mean("save_seconds"),
             "fixed_seconds": fixed}
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import ByteLevelBPETokenizer, SentencePieceUnigramTokenizer, processors
+
+import models.lean_imports  # noqa: F401  before transformers' model classes
 from transformers import (BartConfig, BartForConditionalGeneration, GPT2Config, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, MT5Config, MT5ForConditionalGeneration, PreTrainedTokenizerFast,
                           T5Config, T5ForConditionalGeneration)

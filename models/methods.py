@@ -5,6 +5,8 @@ import logging
 from pathlib import Path
 
 import torch
+
+import models.lean_imports  # noqa: F401  before transformers' model classes
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig
 
 from models.config import TrainConfig

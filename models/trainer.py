@@ -43,6 +43,7 @@ from models.steps import accumulation_windows, batch_maker, forward_loss, scored
 
 log = logging.getLogger(__name__)
 Report = Callable[[int, dict[str, float]], bool]  # (optimizer step, metrics) -> stop now?
+KeepCheckpoint = Callable[[float, bool], bool]  # (best eval's value, stopped early) -> write its checkpoint?
 LOG_EVERY = 10  # optimizer steps between loss readings: each reading waits for the GPU to catch up
 
 
@@ -58,6 +59,7 @@ class Result:
     checkpoint: str | None
     samples_per_second: float = 0.0  # training rows per second once warmed up (compiled), evals left out
     setup_seconds: float = 0.0  # model, data, optimizer and `accelerator.prepare`, before the first step
+    save_seconds: float = 0.0  # writing the best checkpoint and freeing the model, after the last step
     first_step_seconds: float = 0.0  # the first optimizer step: compiling, when `compiled`, happens here
     compiled: bool = False
     evals: list[dict[str, float]] = field(default_factory=list)
@@ -87,18 +89,21 @@ def precision_for(config: TrainConfig, family: Family, has_cuda: bool) -> str:
 
 def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
           report: Report | None = None, progress: bool = True, label: str | None = None,
-          progress_seconds: float = LINE_SECONDS) -> Result:
+          progress_seconds: float = LINE_SECONDS, keep_checkpoint: KeepCheckpoint | None = None) -> Result:
     """Train once; on CUDA out-of-memory, again with the per-device batch halved and accumulation doubled.
 
     The effective batch stays the same (the design document's own advice for a smaller GPU), down to
     a batch of 1; past that, `OutOfMemory` says so. `progress`: a bar on a terminal, elsewhere a line
     at least every `progress_seconds` of training, and one line per eval (models/progress.py); `label`
-    names the run in them.
+    names the run in them. `keep_checkpoint`, where the best eval's value is final (its eval saw the whole
+    dev set, or the run was stopped), is asked before that checkpoint is written: False writes none (the
+    search would only delete it), and `Result.checkpoint` is None.
     """
     retries: list[str] = []
     while True:
         try:
-            result = _train_once(config, train_path, val_path, output_dir, report, progress, label, progress_seconds)
+            result = _train_once(config, train_path, val_path, output_dir, report, progress, label, progress_seconds,
+                                 keep_checkpoint)
         except torch.OutOfMemoryError as err:
             reason = str(err).splitlines()[0]
         except BaseException as err:
@@ -140,13 +145,14 @@ def release_memory() -> None:
 
 
 def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,
-                report: Report | None, progress: bool, label: str | None, progress_seconds: float) -> Result:
+                report: Report | None, progress: bool, label: str | None, progress_seconds: float,
+                keep_checkpoint: KeepCheckpoint | None = None) -> Result:
     recipe = Recipe(config, Path(output_dir))
     recipe.setup(train_path, val_path)
     shown = Progress(label or model_name(config.model.checkpoint), recipe.total_steps,
                      enabled=progress and recipe.accelerator.is_main_process, interval=progress_seconds)
     recipe.train(report, shown)
-    return recipe.finish(shown)
+    return recipe.finish(shown, keep_checkpoint)
 
 
 class Recipe:
@@ -320,26 +326,30 @@ class Recipe:
             if self.accelerator.is_main_process:
                 self.best_weights.keep()
 
-    def finish(self, progress: Progress) -> Result:
+    def finish(self, progress: Progress, keep_checkpoint: KeepCheckpoint | None = None) -> Result:
         """Save the best eval's weights as the checkpoint and free the model; then score that checkpoint
         on the whole dev set, unless the evals saw all of it or the search stopped the run."""
-        best_dir = self.output_dir / "best"
-        if self.accelerator.is_main_process and self.best_step:
+        started, best_dir = time.perf_counter(), self.output_dir / "best"
+        scoring = not self.stopped and self.eval_rows < len(self.dev)  # the checkpoint's value is not known yet
+        if (self.accelerator.is_main_process and self.best_step
+                and (scoring or keep_checkpoint is None or keep_checkpoint(self.best_value, self.stopped))):
             self.best_weights.restore()
             save_checkpoint(self.unwrapped, self.tokenizer, self.config, best_dir)
         self.accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ before it is written
         del self.model, self.unwrapped, self.optimizer, self.scheduler, self.loader, self.make_batch, self.best_weights
         self.accelerator.free_memory()
         release_memory()
+        save_seconds = time.perf_counter() - started
         best = next(e for e in self.evals if e["step"] == self.best_step)
         metrics = {k: v for k, v in best.items() if k not in ("step", "eval_seconds")}
-        if not self.stopped and self.eval_rows < len(self.dev):
+        if scoring:
             with progress.evaluating(len(self.dev)) as on_rows:
                 metrics.update(score_checkpoint(best_dir, self.dev, self.device, self.config, on_rows))
         result = Result(metrics=metrics, best_step=self.best_step, steps=self.step, stopped_early=self.stopped,
                         train_seconds=self.train_seconds, eval_seconds=self.eval_seconds,
                         peak_memory_gb=self.peak_memory_gb, checkpoint=str(best_dir) if best_dir.is_dir() else None,
                         samples_per_second=self.samples_per_second, setup_seconds=self.setup_seconds,
+                        save_seconds=save_seconds,
                         first_step_seconds=self.first_step_seconds, compiled=self.compiled, evals=self.evals)
         if self.writer:
             self.writer.close()

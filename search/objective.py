@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from models.config import TrainConfig
 from models.distributed import rank, share, wait_for_everyone, world_size
-from models.trainer import Report, Result, train
+from models.trainer import KeepCheckpoint, Report, Result, train
 from search.names import study_folder
 from search.sinks import WandbRuns
 from search.space import Space
@@ -71,9 +71,11 @@ def sha256_of(path: str | Path) -> str | None:
 
 class Objective:
     def __init__(self, space: Space, data: Data, output_root: Path, metric: str = "mean",
-                 train_fn: TrainFn = train, progress: bool = True, wandb: WandbRuns | None = None):
+                 train_fn: TrainFn = train, progress: bool = True, wandb: WandbRuns | None = None,
+                 keep_top: int | None = None):
         self.space, self.data, self.output_root, self.metric = space, data, Path(output_root), metric
         self.train_fn, self.progress, self.wandb = train_fn, progress, wandb
+        self.keep_top = keep_top  # checkpoints the study keeps (`keep_top_checkpoints`); None: every trial's
 
     @functools.cached_property
     def data_described(self) -> dict[str, str | None]:
@@ -88,7 +90,7 @@ class Objective:
             trial.report(metrics[self.metric], step)
             return share(trial.should_prune())  # every rank stops at the same step
 
-        result = self.run(params, study, name, report, trial.set_user_attr)
+        result = self.run(params, study, name, report, trial.set_user_attr, self.keep_checkpoint(trial.study))
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         return result.metrics[self.metric]
@@ -103,7 +105,23 @@ class Objective:
             params, study, name = shared
             self.run(params, study, name, report=lambda step, metrics: share(), record=lambda key, value: None)
 
-    def run(self, params: dict[str, Any], study: str, name: str, report: Report, record: Record) -> Result:
+    def keep_checkpoint(self, study: optuna.Study) -> KeepCheckpoint | None:
+        """Whether a trial's checkpoint is worth writing: not if `keep_top_checkpoints` would delete it at the
+        trial's end (a pruned trial's, or one outside the best `keep_top` so far). Writing a base-sized model
+        is a noticeable share of a short trial; an answer on a stale view of the study only keeps more."""
+        if self.keep_top is None:
+            return None
+
+        def worth_writing(value: float, stopped_early: bool) -> bool:
+            if stopped_early:
+                return False
+            best = top_trials(study, self.keep_top)
+            return len(best) < self.keep_top or value > best[-1].value
+
+        return worth_writing
+
+    def run(self, params: dict[str, Any], study: str, name: str, report: Report, record: Record,
+            keep_checkpoint: KeepCheckpoint | None = None) -> Result:
         """Train one parameter set; `name` (trial-0007, sweep-RUNID) names its folder and W&B run."""
         config = self.config(params)
         record("config", config.to_flat())
@@ -126,7 +144,7 @@ class Objective:
             if self.wandb:  # inside: a run that cannot start (its folder gone) fails the trial with the reason
                 self.wandb.start(f"{study}-{name}", {**config.to_flat(), "study": study})
             result = self.train_fn(config, self.data.train, self.data.val, output_dir, report=report_everywhere,
-                                   progress=self.progress, label=name)
+                                   progress=self.progress, label=name, keep_checkpoint=keep_checkpoint)
         except BaseException as err:  # the trial fails (Ctrl-C too); the reason stays with it
             record("fail_reason", f"{type(err).__name__}: {str(err)[:500]}")
             if self.wandb:
@@ -136,7 +154,7 @@ class Objective:
         for key, value in result.metrics.items():
             record(key, value)
         for key in ("train_seconds", "eval_seconds", "peak_memory_gb", "steps", "checkpoint", "oom_retries",
-                    "samples_per_second", "setup_seconds", "first_step_seconds", "compiled"):
+                    "samples_per_second", "setup_seconds", "save_seconds", "first_step_seconds", "compiled"):
             record(key, getattr(result, key))
         if self.wandb:
             self.wandb.finish("pruned" if result.stopped_early else "complete",

@@ -237,7 +237,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
 
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
     objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb,
-                          progress=not args.quiet)
+                          progress=not args.quiet, keep_top=None if args.keep_checkpoints else args.keep_top)
     # Under accelerate launch a failed trial ends the worker: the other ranks may be inside a collective
     # that no message reaches, and the launcher ends them when rank 0 exits with an error.
     catch = (Exception,) if world_size() == 1 else ()

@@ -18,19 +18,22 @@ from search.storage import open_storage
 from search.study import open_study, run_study
 
 
-def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None):
-    """Scores peak at lr 1e-3; reports after each of 5 evals like the real trainer; stops when told to."""
+def fake_train(config, train_path, val_path, output_dir, report=None, progress=False, label=None,
+               keep_checkpoint=None):
+    """Scores peak at lr 1e-3; reports after each of 5 evals like the real trainer; stops when told to; writes
+    its checkpoint when `keep_checkpoint` wants it, as the real trainer does."""
     quality = max(0.0, 1 - abs(math.log10(config.training.learning_rate) + 3) / 3)
-    best = Path(output_dir) / "best"
-    best.mkdir(parents=True, exist_ok=True)
     every, step, stopped = config.training.eval_steps, 0, False
     for step in range(every, 6 * every, every):
         if report and report(step, {"mean": quality * step / (5 * every), "eval_loss": 1 - quality}):
             stopped = True
             break
     metrics = {"mean": quality * step / (5 * every), "rouge1": quality, "rouge2": quality, "rougeL": quality}
+    best = Path(output_dir) / "best"
+    if keep_checkpoint is None or keep_checkpoint(metrics["mean"], stopped):
+        best.mkdir(parents=True, exist_ok=True)
     return Result(metrics=metrics, best_step=step, steps=step, stopped_early=stopped, train_seconds=0.1,
-                  eval_seconds=0.0, peak_memory_gb=0.0, checkpoint=str(best))
+                  eval_seconds=0.0, peak_memory_gb=0.0, checkpoint=str(best) if best.is_dir() else None)
 
 
 def args_for(storage_url, tmp_path, *extra):
@@ -120,6 +123,24 @@ def test_keep_top_keeps_exactly_the_k_best_checkpoints(storage_url, tmp_path, st
     kept = sorted(p.parent.name for p in (tmp_path / "outputs" / study_name).glob("trial-*/best"))
     assert kept == sorted(f"trial-{t.number:04d}" for t in best_3)
     assert writing.is_dir()
+
+
+def test_a_trial_writes_its_checkpoint_only_if_it_enters_the_best_k(storage_url, tmp_path, study_name):
+    answers = []
+
+    def spy(config, *args, keep_checkpoint=None, **kwargs):
+        def asked(value, stopped_early):
+            answers.append((value, keep_checkpoint(value, stopped_early)))
+            return answers[-1][1]
+        return fake_train(config, *args, keep_checkpoint=asked, **kwargs)
+
+    run_study(args_for(storage_url, tmp_path, "--trials", "6", "--pruner", "none", "--keep-top", "2"),
+              Space.for_family("t5"), data(tmp_path), study_name, train_fn=spy)
+    assert len(answers) == 6
+    for i, (value, written) in enumerate(answers):
+        before = sorted((v for v, _ in answers[:i]), reverse=True)
+        assert written == (len(before) < 2 or value > before[1])
+    assert sum(written for _, written in answers) < 6  # some trial was not worth writing (seed 1's draws)
 
 
 def ctrl_c() -> None:

@@ -55,6 +55,19 @@ def test_report_can_stop_training_early(tiny_config, tmp_path):
     assert {"rouge1", "rouge2", "rougeL", "mean", "eval_loss"} <= seen[0][1]
 
 
+def test_a_checkpoint_the_search_would_delete_is_not_written(tiny_config, tmp_path):
+    config, assets = tiny_config("t5", training__max_steps=10, training__eval_steps=10, training__eval_subset=0)
+    asked = []
+
+    def keep_checkpoint(value, stopped_early):
+        asked.append((value, stopped_early))
+        return False
+
+    result = train(config, assets.train, assets.dev, tmp_path, progress=False, keep_checkpoint=keep_checkpoint)
+    assert asked == [(result.metrics["mean"], False)]  # asked once, with the value the search records
+    assert result.checkpoint is None and not (tmp_path / "best").exists()
+
+
 def test_the_saved_checkpoint_holds_the_best_evals_weights_not_the_last_steps(tiny_config, tmp_path):
     # At this learning rate the tiny gpt2's ROUGE never beats its first eval's, while its eval loss goes
     # on falling: the best eval is the first, and the two checkpoints tell apart by their loss.
