@@ -4,12 +4,13 @@ python -m models.paraphrase --model checkpoints/gemma3-270m --train-data data/tr
 python -m models.paraphrase --model opus-mt-ko-en --back-model opus-mt-en-ko --train-data data/train.csv
 
 Each turn's text is rewritten apart from its speaker tag, so every turn keeps its place and its speaker. A
-causal LM (such as a folder scripts/install_llm.py installs) is prompted to say the text in other words; a
-sequence-to-sequence model is given the text alone, and `--back-model` sends its output through a second one
-(translated out and back). A turn whose rewrite lost a `#...#` placeholder or came back empty keeps its own
-text, and the run says how many did. The file, `NAME.paraphrased-KEY.csv` beside the training file (fname,
-dialogue, summary..., under our column names), is keyed by the rows, the model folders' contents and the
-generation settings: the same command again reuses it and generates nothing. Training mixes it in through
+causal LM (such as a folder scripts/install_llm.py installs) is prompted, in Korean for Korean data, to say
+the text in other words; a sequence-to-sequence model is given the text alone, and `--back-model` sends its
+output through a second one (translated out and back). A turn whose rewrite lost a `#...#` placeholder, came
+back in another language (Korean or not) or empty keeps its own text, and the run says how many did. The
+file, `NAME.paraphrased-KEY.csv` beside the training file (fname, dialogue, summary..., under our column
+names), is keyed by the rows, the model folders' contents and the generation settings: the same command
+again reuses it and generates nothing. Training mixes it in through
 `data.augment.paraphrase_file` and `data.augment.paraphrase_ratio` (models/augment.py).
 """
 from __future__ import annotations
@@ -29,8 +30,11 @@ from models.cli import quiet_libraries, run_cli
 from models.errors import CheckpointError, OutputError
 
 VERSION = 1  # part of the file's key: bump when the same settings would rewrite otherwise
-PROMPT = ("Rewrite the sentence in other words, in its own language, keeping its meaning and any #...# "
-          "placeholder.\nSentence: {text}\nRewritten:")
+# A small LM asked in English answers in English: Korean data is asked in Korean.
+PROMPTS = {"ko": "다음 문장을 뜻은 그대로 두고 다른 말로 바꿔 쓰세요. #...# 표시는 그대로 두세요.\n문장: {text}\n바꾼 문장:",
+           "en": "Rewrite the sentence in other words, keeping its meaning and any #...# placeholder.\n"
+                 "Sentence: {text}\nRewritten:"}
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
 MAX_INPUT_TOKENS = 512  # a longer turn keeps its own text rather than be cut
 
 
@@ -46,12 +50,13 @@ def split_turn(line: str) -> tuple[str, str]:
 
 def rewritten(dialogue: str, rewrites: dict[str, str]) -> tuple[str, int]:
     """The dialogue with each turn's text replaced by its rewrite where that kept the text's `#...#` tags and
-    said something, and how many turns kept their own text instead."""
+    language (Korean or not) and said something, and how many turns kept their own text instead."""
     lines, kept = [], 0
     for line in dialogue.strip().split("\n"):
         speaker, text = split_turn(line)
         new = clean(rewrites.get(text, ""))
-        if not text or not new or Counter(TAG.findall(new)) != Counter(TAG.findall(text)):
+        if (not text or not new or Counter(TAG.findall(new)) != Counter(TAG.findall(text))
+                or bool(HANGUL.search(new)) != bool(HANGUL.search(text))):
             kept += bool(text)
             lines.append(line)
         else:
@@ -152,7 +157,7 @@ def output_path(source: str, key: str, out_dir: str | None) -> Path:
 
     name = re.sub(r"[^\w.-]+", "_", source) if is_hub(source) else Path(source).stem
     folder = (Path(out_dir) if out_dir else default_cache_dir() / "paraphrased" if is_hub(source)
-              else Path(source).resolve().parent)
+              else Path(source).parent)
     return folder / f"{name}.paraphrased-{key}.csv"
 
 
@@ -211,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training data (CSV, JSONL, Parquet, a datasets folder, hub:NAME:SPLIT)")
     parser.add_argument("--columns", default="", metavar="OURS=THEIRS,...",
                         help="the data's column names, e.g. dialogue=text,summary=highlights")
-    parser.add_argument("--prompt", default=PROMPT, help="a causal LM's instruction; {text} is the turn's text")
+    parser.add_argument("--prompt", help="a causal LM's instruction, {text} standing for the turn's text "
+                                         "(default: one in Korean for Korean data, else in English)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above: sampled, seeded by --seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="the most a turn's rewrite may take")
@@ -224,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
     folders = [model_folder(path) for path in (args.model, args.back_model) if path]
     rows, _ = read_rows(args.train_data, need_summary=True, columns=args.columns)
-    settings = {"prompt": args.prompt, "temperature": args.temperature, "seed": args.seed,
+    korean = sum(bool(HANGUL.search(row["dialogue"])) for row in rows) * 2 > len(rows)
+    settings = {"prompt": args.prompt or PROMPTS["ko" if korean else "en"], "temperature": args.temperature, "seed": args.seed,
                 "max_new_tokens": args.max_new_tokens}
     path = output_path(args.train_data, file_key(rows, [folder_digest(f) for f in folders], settings), args.out_dir)
     if path.is_file():
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         unchanged = sum(a["dialogue"].strip() == b["dialogue"].strip() for a, b in zip(out, rows))
         took = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         print(f"paraphrased {len(rows)} dialogues with {' then '.join(f.name for f in folders)} in {took} on {how}; "
-              f"{kept} turns kept their own text (the rewrite lost a #...# tag or was empty), {unchanged} "
+              f"{kept} turns kept their own text (the rewrite lost a #...# tag, changed language or was empty), {unchanged} "
               f"dialogues came out unchanged\nwrote {path}")
     print(f"mix it into training: --set data.augment.paraphrase_file={path} --set data.augment.paraphrase_ratio=0.5")
     return 0

@@ -60,29 +60,33 @@ def test_a_second_run_reuses_the_file_and_generates_nothing(tmp_path, capsys, mo
 def test_translated_out_and_back_through_two_seq2seq_models(tmp_path, capsys):
     train, rows = first_rows(tmp_path, 2)
     out_dir = tmp_path / "para"
-    code, out, _ = run(["--model", str(demo_assets("t5").checkpoint), "--back-model", str(demo_assets("bart").checkpoint),
-                        "--train-data", str(train), "--max-new-tokens", "6", "--out-dir", str(out_dir)], capsys)
+    out_and_back = ["--model", str(demo_assets("t5").checkpoint), "--back-model", str(demo_assets("bart").checkpoint)]
+    code, out, _ = run([*out_and_back, "--train-data", str(train), "--max-new-tokens", "6", "--out-dir", str(out_dir)],
+                       capsys)
     assert code == 0 and "with tiny-t5 then tiny-bart" in out
     made, = out_dir.glob("train.paraphrased-*.csv")
     written = read(made)
     assert all(speakers(w["dialogue"]) == speakers(r["dialogue"]) for w, r in zip(written, rows))
 
 
-def test_a_rewrite_that_loses_a_tag_or_says_nothing_keeps_the_turns_own_text():
+def test_a_rewrite_that_loses_a_tag_changes_language_or_says_nothing_keeps_the_turns_own_text():
     dialogue = ("#Person1#: 제 번호는 #PhoneNumber# 이에요.\n"
                 "#Person2#: 네, 알겠어요.\n"
                 "#Person1#: 내일 #Address# 로 오세요.\n"
-                "#Person2#: 좋아요.")
+                "#Person2#: 좋아요.\n"
+                "#Person1#: 그럼 내일 봬요.")
     rewrites = {"제 번호는 #PhoneNumber# 이에요.": "제 전화번호예요.",  # the placeholder is gone
-                "네, 알겠어요.": "#Person2#: 네, 잘 알겠습니다.\n#Person1#: 그럼",  # an echoed tag, a second line
+                "네, 알겠어요.": "#Person2#: 네, 잘 알겠습니다.\n#Person1#: 그럼",  # a tag echoed, a line more
                 "내일 #Address# 로 오세요.": "내일 #Address# 로 와 주세요.",
-                "좋아요.": "  "}  # nothing
+                "좋아요.": "  ",  # nothing
+                "그럼 내일 봬요.": "See you tomorrow."}  # a small LM asked in English answers in English
     new, kept = paraphrase.rewritten(dialogue, rewrites)
     assert new == ("#Person1#: 제 번호는 #PhoneNumber# 이에요.\n"
                    "#Person2#: 네, 잘 알겠습니다.\n"
                    "#Person1#: 내일 #Address# 로 와 주세요.\n"
-                   "#Person2#: 좋아요.")
-    assert kept == 2
+                   "#Person2#: 좋아요.\n"
+                   "#Person1#: 그럼 내일 봬요.")
+    assert kept == 3
 
 
 def test_a_bad_model_folder_or_data_file_is_one_line_and_writes_nothing(tmp_path, capsys):
