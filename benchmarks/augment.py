@@ -6,7 +6,8 @@ ROUGE on whitespace tokens) from one random-init bart-base-sized checkpoint, for
 steps: an augmented set (one copy a row, `data.augment.ratio` 1) is not trained longer, only on more varied
 rows. Each run keeps its best eval's checkpoint and is scored on the whole dev set, as a trial is. Reported:
 each variant's dev ROUGE (mean of R1/R2/RL F1) per seed, their mean and standard deviation, and the
-difference of the means from `none`.
+difference of the means from `none`. `--paraphrase-file` (python -m models.paraphrase over the demo's training
+file) adds a `paraphrase` variant: every training row's paraphrase added (`data.augment.paraphrase_ratio` 1).
 
     python3 benchmarks/augment.py --out benchmarks/results/augment.json                      # GPU, bart-base size
     python3 benchmarks/augment.py --tiny --rows 40 --steps 6 --seeds 0 1 --variants none turn_drop \
@@ -94,11 +95,17 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run, e.g. training.num_beams=1")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo checkpoint, for a CPU toy run")
+    parser.add_argument("--paraphrase-file", help="a file python -m models.paraphrase wrote from the demo's "
+                                                  "training data: adds the variant `paraphrase`")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join runs of other seeds into --out")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.merge:
         return merge([json.loads(Path(p).read_text(encoding="utf-8")) for p in args.merge], Path(args.out))
+    if args.paraphrase_file:
+        VARIANTS["paraphrase"] = {"data.augment.paraphrase_file": str(Path(args.paraphrase_file).resolve()),
+                                  "data.augment.paraphrase_ratio": 1.0}
+        args.variants.append("paraphrase")
     from benchmarks.methods import stamp, write_json
     from benchmarks.vs_hf_search import checkpoint
     from models.cli import quiet_libraries

@@ -7,18 +7,24 @@ the copies are added beside the original rows, which stay as they were. Everythi
 generator seeded by training.seed: the same settings and seed give the same rows, and the tokenization
 cache tells them apart by `Augment.key`. Speaker tags (`#Person1#`, `#PhoneNumber#`, ...) are never cut,
 deleted or repeated, and a relabelling changes the dialogue and every summary alike.
+
+Paraphrases come from a file that `python -m models.paraphrase` wrote once (a local model is slow): a
+seeded `paraphrase_ratio` share of the training rows get their paraphrased dialogue added as `fname+para`,
+with the row's summaries as they are.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from models.cli import run_cli
 from models.config import AugmentConfig, TrainConfig
-from models.errors import ConfigError
+from models.errors import ConfigError, DataError
 
 VERSION = 1  # part of the cache key: bump when the same settings would produce other rows
 TAG = re.compile(r"#[^#\s]+#")  # #Person1#, #Address#: the dataset's placeholders, never cut
@@ -27,11 +33,12 @@ TURN = re.compile(r"^\s*(#[^#\s]+#)\s*:\s?(.*)$", re.S)  # "#Person1#: text"
 # differ, so a relabelled tag takes the other form (#Person1#은 -> #Person2#는).
 PARTICLES = {"은": "는", "이": "가", "을": "를", "과": "와", "으로": "로"}
 _FORMS = {**{c: (c, v) for c, v in PARTICLES.items()}, **{v: (c, v) for c, v in PARTICLES.items()}}
+COPY_SUFFIX = re.compile(r"\+(aug\d+|para)$")  # a copy's fname is its original's and this
 _SWAPPED_TAG = re.compile(r"#Person([12])#(으로|은|는|을|를|과|와|로|(?:이|가)(?![가-힣]))?")
 
 
 class Augment:
-    """Rows in, the same rows followed by their augmented copies out (copy fnames end in `+augN`)."""
+    """Rows in, the same rows followed by their augmented copies out (copy fnames end in `+augN`, or `+para`)."""
 
     def __init__(self, settings: AugmentConfig, seed: int):
         self.settings, self.seed = settings, seed
@@ -39,16 +46,35 @@ class Augment:
     @property
     def key(self) -> str:
         """What makes the augmented rows what they are, for the tokenization cache."""
-        return json.dumps({"version": VERSION, "seed": self.seed, **asdict(self.settings)}, sort_keys=True)
+        paraphrases = _file_digest(self.settings.paraphrase_file) if self.settings.paraphrasing else ""
+        return json.dumps({"version": VERSION, "seed": self.seed, **asdict(self.settings),
+                           "paraphrases": paraphrases}, sort_keys=True)
 
     def __call__(self, rows: list[dict[str, str]]) -> list[dict[str, str]]:
-        rng = random.Random(self.seed)
-        whole, part = divmod(self.settings.ratio, 1)
         copies = []
-        for row in rows:
-            for n in range(int(whole) + (rng.random() < part)):
-                copies.append(self.copy(row, rng, f"+aug{n + 1}"))
+        if self.settings.noising:
+            rng = random.Random(self.seed)
+            whole, part = divmod(self.settings.ratio, 1)
+            for row in rows:
+                for n in range(int(whole) + (rng.random() < part)):
+                    copies.append(self.copy(row, rng, f"+aug{n + 1}"))
+        if self.settings.paraphrasing:
+            copies += self.paraphrased(rows)
         return rows + copies
+
+    def paraphrased(self, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The paraphrase file's dialogue for a seeded `paraphrase_ratio` share of the rows that have one that
+        differs (a row the model could not rewrite kept its own), in the rows' order."""
+        path = self.settings.paraphrase_file
+        found = read_paraphrases(path)
+        if not any(row["fname"] in found for row in rows):
+            raise DataError(f"{path} paraphrases none of the training rows (no fname in common); make it from "
+                            "this training data with python -m models.paraphrase --model FOLDER --train-data FILE")
+        usable = [row for row in rows if found.get(row["fname"], row["dialogue"]).strip() != row["dialogue"].strip()]
+        rng = random.Random(f"{self.seed}:paraphrase")  # apart from the noise's draws: turning one on moves no other
+        chosen = sorted(rng.sample(range(len(usable)), round(self.settings.paraphrase_ratio * len(usable))))
+        return [{**usable[i], "fname": f"{usable[i]['fname']}+para", "dialogue": found[usable[i]["fname"]],
+                 "augmented": "paraphrase"} for i in chosen]
 
     def copy(self, row: dict[str, str], rng: random.Random, suffix: str) -> dict[str, str]:
         """One augmented copy of a row; its `augmented` field names what changed (empty: nothing did)."""
@@ -108,6 +134,20 @@ class Turn:
         if done:
             self.words, self.noised = out, True
         return done
+
+
+def read_paraphrases(path: str) -> dict[str, str]:
+    """{fname: paraphrased dialogue} of a file python -m models.paraphrase wrote."""
+    from models.datafiles import read_table
+
+    if not Path(path).is_file():
+        raise DataError(f"paraphrase file {path} does not exist; write it with python -m models.paraphrase "
+                        "--model FOLDER --train-data FILE and set data.augment.paraphrase_file to the file it names")
+    return {row["fname"]: row["dialogue"] for row in read_table(path, ("fname", "dialogue"))}
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if Path(path).is_file() else ""
 
 
 def augmenter(config: TrainConfig) -> Augment | None:
@@ -174,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig.from_yaml(args.config).override(parse_overrides(args.set), source="command line")
     augment = augmenter(config)
     if augment is None:
-        raise ConfigError(f"data.augment is off in {args.config} (every rate is 0, or ratio is); turn one on, "
-                          "e.g. --set data.augment.turn_drop=0.1")
+        raise ConfigError(f"data.augment is off in {args.config} (every rate is 0, or ratio is, and "
+                          "paraphrase_ratio is 0); turn one on, e.g. --set data.augment.turn_drop=0.1")
     if args.demo:
         from models.demo import demo_assets
 
@@ -188,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     copies = augment(rows)[len(rows):]
     originals = {row["fname"]: row for row in rows}
     changed = [c for c in copies if c["augmented"]]
-    settings = ", ".join(f"{k} {v:g}" for k, v in asdict(config.data.augment).items() if v)
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in asdict(config.data.augment).items() if v)
     print(f"{len(rows)} training rows of {train} + {len(copies)} augmented copies ({len(copies) - len(changed)} "
           f"unchanged): {settings}, seed {config.training.seed}")
     for copy in changed[:args.show]:
-        print(show(originals[copy["fname"].rpartition("+aug")[0]], copy))
+        print(show(originals[COPY_SUFFIX.sub("", copy["fname"])], copy))
     return 0
 
 

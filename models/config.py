@@ -80,19 +80,29 @@ class QLoraConfig:
 @dataclass
 class AugmentConfig:
     """Augmented copies of training rows (models/augment.py); never of dev or test rows. Off while every
-    rate is 0. Seeded by training.seed."""
+    rate is 0 and paraphrase_ratio is. Seeded by training.seed."""
     ratio: float = 1.0  # augmented rows added per training row (0.5: half the rows get one)
     turn_drop: float = 0.0  # each turn but the first and last left out with this probability
     turn_swap: float = 0.0  # each pair of adjacent turns swapped
     token_delete: float = 0.0  # each word inside a turn left out (speaker tags never)
     token_repeat: float = 0.0  # each word inside a turn said twice
     speaker_swap: float = 0.0  # share of augmented rows with #Person1# and #Person2# relabelled, summary too
+    paraphrase_file: str = ""  # the training data's paraphrases, written by python -m models.paraphrase
+    paraphrase_ratio: float = 0.0  # share of the training rows whose paraphrase is added (0: none, 1: all)
 
     RATES = ("turn_drop", "turn_swap", "token_delete", "token_repeat", "speaker_swap")
 
     @property
-    def active(self) -> bool:
+    def noising(self) -> bool:
         return self.ratio > 0 and any(getattr(self, rate) > 0 for rate in self.RATES)
+
+    @property
+    def paraphrasing(self) -> bool:
+        return self.paraphrase_ratio > 0
+
+    @property
+    def active(self) -> bool:
+        return self.noising or self.paraphrasing
 
 
 @dataclass
@@ -203,6 +213,10 @@ class TrainConfig:
             (0 <= a.ratio <= 10, "data.augment.ratio", "use augmented rows per training row in [0, 10]"),
             *((0 <= getattr(a, rate) <= 1, f"data.augment.{rate}", "use a probability in [0, 1]")
               for rate in a.RATES),
+            (0 <= a.paraphrase_ratio <= 1, "data.augment.paraphrase_ratio",
+             "use the share of training rows whose paraphrase is added, in [0, 1]"),
+            (not a.paraphrasing or a.paraphrase_file, "data.augment.paraphrase_file",
+             "name the file python -m models.paraphrase wrote, or set data.augment.paraphrase_ratio to 0"),
         ]
         for ok, key, fix in checks:
             if not ok:

@@ -68,3 +68,29 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class Counting:
+    """A long job over many items that is not training (paraphrasing a file): a bar on a terminal; elsewhere
+    a line at least every `interval` seconds, `LABEL  k/N UNIT  ETA mm:ss`."""
+
+    def __init__(self, label: str, total: int, unit: str, interval: float = LINE_SECONDS):
+        self.label, self.total, self.unit, self.interval = label, total, unit, interval
+        self.lines = not sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=label, unit=f" {unit}", disable=self.lines, dynamic_ncols=True,
+                        leave=False)
+        self.done, self._started = 0, time.perf_counter()
+        self._last = self._started
+
+    def update(self, count: int) -> None:
+        self.bar.update(count)
+        self.done += count
+        now = time.perf_counter()
+        if self.lines and (now - self._last >= self.interval or self.done == self.total):
+            eta = (self.total - self.done) * (now - self._started) / max(self.done, 1)
+            tqdm.write(f"{self.label}  {self.done}/{self.total} {self.unit}  ETA {tqdm.format_interval(eta)}",
+                       file=sys.stderr)
+            self._last = now
+
+    def close(self) -> None:
+        self.bar.close()

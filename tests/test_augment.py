@@ -7,7 +7,8 @@ import pytest
 
 from models import trainer
 from models.augment import TAG, Augment, main, swap_speakers
-from models.config import AugmentConfig
+from models.config import AugmentConfig, TrainConfig
+from models.errors import ConfigError, DataError
 from models.families import get_family
 from models.methods import load_tokenizer
 
@@ -72,9 +73,59 @@ def test_the_same_seed_gives_the_same_rows_and_another_seed_others():
     assert Augment(NOISY, seed=7).key != Augment(NOISY, seed=8).key
 
 
+def write_csv(path, rows):
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def paraphrase_file(path, rows, unchanged=0):
+    """A file as python -m models.paraphrase writes it; its first `unchanged` rows kept their own dialogue (the
+    model lost their tags)."""
+    return write_csv(path, [{**r, "dialogue": r["dialogue"] if i < unchanged else r["dialogue"].replace(".", "!")}
+                            for i, r in enumerate(rows)])
+
+
+def test_paraphrases_add_a_seeded_share_of_the_training_rows_with_their_summaries(tmp_path):
+    rows = demo_rows(40)
+    before = [dict(r) for r in rows]
+    path = str(paraphrase_file(tmp_path / "train.paraphrased.csv", rows, unchanged=10))
+    half = AugmentConfig(paraphrase_file=path, paraphrase_ratio=0.5)
+    out = Augment(half, seed=1)(rows)
+    assert out[:40] == before
+    copies = out[40:]
+    assert len(copies) == 15  # half of the 30 rows whose paraphrase differs; no noise copies (every rate is 0)
+    originals = {r["fname"]: r for r in before}
+    for copy in copies:
+        original = originals[copy["fname"].removesuffix("+para")]
+        assert copy["augmented"] == "paraphrase" and copy["summary"] == original["summary"]
+        assert copy["dialogue"] == original["dialogue"].replace(".", "!") != original["dialogue"]
+    assert Augment(half, seed=1)(rows) == out
+    assert [c["fname"] for c in Augment(half, seed=2)(rows)[40:]] != [c["fname"] for c in copies]
+    assert len(Augment(AugmentConfig(paraphrase_file=path, paraphrase_ratio=1.0), seed=1)(rows)) == 40 + 30
+    # Turning paraphrases on leaves the noise copies as they were; the cache key tells the settings apart.
+    noisy_and_half = AugmentConfig(**{**NOISY.__dict__, "paraphrase_file": path, "paraphrase_ratio": 0.5})
+    noise_only = Augment(NOISY, seed=1)(rows)
+    assert Augment(noisy_and_half, seed=1)(rows)[:len(noise_only)] == noise_only
+    assert len({Augment(NOISY, seed=1).key, Augment(noisy_and_half, seed=1).key, Augment(half, seed=1).key}) == 3
+
+
+def test_a_missing_or_foreign_paraphrase_file_is_one_line(tmp_path):
+    rows = demo_rows(5)
+    with pytest.raises(DataError, match="does not exist; write it with python -m models.paraphrase"):
+        Augment(AugmentConfig(paraphrase_file=str(tmp_path / "none.csv"), paraphrase_ratio=1.0), seed=1)(rows)
+    foreign = paraphrase_file(tmp_path / "other.csv", [{**r, "fname": f"other_{i}"} for i, r in enumerate(rows)])
+    with pytest.raises(DataError, match="paraphrases none of the training rows"):
+        Augment(AugmentConfig(paraphrase_file=str(foreign), paraphrase_ratio=1.0), seed=1)(rows)
+    with pytest.raises(ConfigError, match="data.augment.paraphrase_file"):
+        TrainConfig().override({"data.augment.paraphrase_ratio": 0.5})
+
+
 def test_training_augments_the_training_split_alone(tiny_config, monkeypatch, tmp_path):
-    """A real (tiny) training run: the training rows arrive with their copies, cached apart from plain ones;
-    the dev rows as they are in the file."""
+    """A real (tiny) training run: the training rows arrive with their copies and paraphrases, cached apart
+    from plain ones; the dev rows as they are in the file."""
     loaded = []
     load_split = trainer.load_split
 
@@ -84,23 +135,23 @@ def test_training_augments_the_training_split_alone(tiny_config, monkeypatch, tm
         return split
 
     monkeypatch.setattr(trainer, "load_split", spy)
+    paraphrases = paraphrase_file(tmp_path / "train.paraphrased.csv", demo_rows())
     config, assets = tiny_config("t5", training__max_steps=2, training__eval_steps=2, training__eval_subset=4,
                                  training__generation_max_length=8, data__augment__turn_drop=0.2,
-                                 data__augment__ratio=0.5)
-    dev = tmp_path / "dev.csv"
+                                 data__augment__ratio=0.5, data__augment__paraphrase_file=str(paraphrases),
+                                 data__augment__paraphrase_ratio=0.25)
     with assets.dev.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))[:8]
-    with dev.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    dev = write_csv(tmp_path / "dev.csv", rows)
     trainer.train(config, assets.train, dev, tmp_path / "run", progress=False)
     (train_path, augment, train_split), (dev_path, dev_augment, dev_split) = loaded[:2]
     assert train_path == str(assets.train) and augment is not None
     assert dev_path == str(dev) and dev_augment is None
     assert dev_split.fnames == [r["fname"] for r in rows] and dev_split.dialogues == [r["dialogue"] for r in rows]
-    copies = [f for f in train_split.fnames if "+aug" in f]
-    assert 0.4 < len(copies) / (len(train_split) - len(copies)) < 0.6  # ratio 0.5
+    paraphrased = [f for f in train_split.fnames if f.endswith("+para")]
+    copies = [f for f in train_split.fnames if "+aug" in f] + paraphrased
+    assert 0.4 < (len(copies) - len(paraphrased)) / (len(train_split) - len(copies)) < 0.6  # ratio 0.5
+    assert len(paraphrased) == round(0.25 * (len(train_split) - len(copies)))
     # The tokenization cache tells augmented and plain rows apart, whichever was cached first.
     assert len(train_split.features) == len(train_split)
     t = config.training
