@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from models.cli import quiet_libraries, run_cli
+from models import quiet_libraries, run_cli
 from search.objective import Objective, keep_top_checkpoints
 from search.names import check_study_name
 from search.run import build_parser, load_spaces

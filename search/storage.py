@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from models.errors import ConfigError
+from models import ConfigError
 
 DEFAULT_URL = "sqlite:///studies.db"
 STORAGE_ENV = "SUMSWEEP_STORAGE"  # the storage URL given out of the command line (workers get it this way)

@@ -19,14 +19,9 @@ from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from models.cli import quiet_libraries
-from models.datafiles import read_rows
-from models.demo import DEMO_OVERRIDES, demo_assets
-from models.distributed import leave, rank, share, wait_for_everyone, world_size
-from models.errors import ConfigError
-from models.methods import check_method_possible, load_tokenizer
-from models.train import parse_overrides
-from models.trainer import model_name, train
+from models import (DEMO_OVERRIDES, ConfigError, check_method_possible, close_process_group, demo_assets, load_tokenizer,
+                    model_name, parse_overrides, quiet_libraries, rank, read_rows, share, train_model,
+                    wait_for_everyone, world_size)
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
 from search.objective import Data, Objective, TrainFn, keep_top_checkpoints
@@ -204,7 +199,7 @@ def describe(d: optuna.distributions.BaseDistribution) -> str:
     return f"{kind} {d.low}..{d.high}" + (" (log)" if d.log else "") + step
 
 
-def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
+def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train_model) -> optuna.Study:
     study = open_study(args, space, name)
     fail_dead_trials(study)  # before counting: a trial of a process that died on this host is not running
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -274,14 +269,14 @@ def search(args, spaces: list[Space]) -> int:
     if rank() > 0:  # one of a worker's processes under accelerate launch: it trains what rank 0 shares
         for space, data, _ in prepared:
             Objective(space, data, Path(args.output_root), metric=args.metric).follow()
-        leave()
+        close_process_group()
         return 0
     for space, data, name in prepared:
         study = run_study(args, space, data, name)
         share(None)  # the study is over: the other ranks stop following
         if not args.worker:
             print_report(study, study_folder(Path(args.output_root), name))
-    leave()
+    close_process_group()
     return 0
 
 

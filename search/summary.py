@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from models.errors import OutputError
+from models import OutputError
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,7 @@ from typing import Any
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from models.cli import quiet_libraries, run_cli
-from models.datafiles import is_hub
-from models.errors import ConfigError
+from models import ConfigError, is_hub, quiet_libraries, run_cli
 from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.space import Space
