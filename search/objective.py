@@ -21,15 +21,16 @@ from optuna.trial import TrialState
 
 from models import Report, Result, TrainConfig, rank, share, train_model, wait_for_everyone, world_size
 from search.names import study_folder
-from search.sinks import WandbRuns
 from search.space import Space
+from search.wandb_runs import WandbRuns
 
 TrainFn = Callable[..., Result]  # models.train_model, or a stand-in in tests of the search alone
 Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_user_attr, or a dict
 
 
 @dataclass
-class Data:
+class StudyData:
+    """What every trial of a study trains on (train) and is scored on (val)."""
     train: str | Path  # a path, or hub:NAME[:CONFIG]:SPLIT (models/datafiles.py)
     val: str | Path
     skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
@@ -68,7 +69,7 @@ def sha256_of(path: str | Path) -> str | None:
 
 
 class Objective:
-    def __init__(self, space: Space, data: Data, output_root: Path, metric: str = "mean",
+    def __init__(self, space: Space, data: StudyData, output_root: Path, metric: str = "mean",
                  train_fn: TrainFn = train_model, progress: bool = True, wandb: WandbRuns | None = None):
         self.space, self.data, self.output_root, self.metric = space, data, Path(output_root), metric
         self.train_fn, self.progress, self.wandb = train_fn, progress, wandb
