@@ -237,7 +237,7 @@ def make_pruner(eval_steps: int, forced: set[int], forced_after: int):
 def part_memory(args, device: torch.device, s: dict, publish) -> dict:
     from models.demo import demo_assets
     from models.trainer import train
-    from search.objective import Data, Objective, keep_top_checkpoints
+    from search.objective import Objective, StudyData as Data, keep_top_checkpoints
     from search.space import Space
 
     cuda = device.type == "cuda"

@@ -1,4 +1,4 @@
-"""What the single-run commands share: one-line errors instead of tracebacks, and quiet libraries."""
+"""What the commands share: one-line errors instead of tracebacks, quiet libraries, and `--set` overrides."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable
 
-from models.errors import USER_ERRORS
+from models.errors import USER_ERRORS, ConfigError
 
 
 def quiet_libraries(verbose: bool = False) -> None:
@@ -34,3 +34,20 @@ def run_cli(main: Callable[[], int]) -> None:
         print("interrupted", file=sys.stderr)
         code = 130
     raise SystemExit(code)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`--set training.learning_rate=1e-4`: values stay strings, the config coerces them by key."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set '{pair}' has no '='; write it as --set training.num_epochs=1")
+        overrides[key.strip()] = _yaml_scalar(value.strip())
+    return overrides
+
+
+def _yaml_scalar(text: str):
+    import yaml
+
+    return yaml.safe_load(text) if text else text

@@ -67,7 +67,8 @@ class TrainingConfig:
 
 
 @dataclass
-class QLoraConfig:
+class MethodConfig:
+    """The training method (full, lora, qlora, unsloth) and its LoRA settings; its YAML section is `qlora:`."""
     use_lora: bool = False
     use_qlora: bool = False
     use_unsloth: bool = False
@@ -115,7 +116,7 @@ class DataConfig:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    qlora: QLoraConfig = field(default_factory=QLoraConfig)
+    qlora: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
     @property
@@ -240,7 +241,7 @@ class TrainConfig:
         return {s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS}
 
 
-_SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "qlora": QLoraConfig, "data": DataConfig}
+_SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "qlora": MethodConfig, "data": DataConfig}
 
 
 def _field_types(cls: type, prefix: str = "") -> dict[str, type]:

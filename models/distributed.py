@@ -38,7 +38,7 @@ def wait_for_everyone() -> None:
         _state().wait_for_everyone()
 
 
-def leave() -> None:
+def close_process_group() -> None:
     """Close the process group before the interpreter exits: gloo's threads, left to the exit, can
     abort it ("terminate called without an active exception", seen once in ten CPU runs)."""
     if world_size() > 1:

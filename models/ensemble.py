@@ -143,6 +143,11 @@ class Soup:
     members: list[int]  # indices into the folders given, best first
     tried: list[dict] = field(default_factory=list)  # each candidate: index, the dev score with it, kept
 
+    def summaries(self, data: str | Path, *, batch_size: int) -> list[str]:
+        """The soup's summary of every row of a data file without references (a test file)."""
+        return [c[0] for c in summaries_of(self.model, self.tokenizer, self.family, self.config, data, labelled=False,
+                                           batch_size=batch_size)[1]]
+
 
 def greedy_soup(folders: Sequence[str | Path], dev: str | Path, *, metric: str, batch_size: int,
                 first_metrics: dict[str, float] | None = None) -> Soup:

@@ -7,26 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.cli import quiet_libraries, run_cli
+from models.cli import parse_overrides, quiet_libraries, run_cli
 from models.config import METHODS, TrainConfig
 from models.errors import ConfigError
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """`--set training.learning_rate=1e-4`: values stay strings, the config coerces them by key."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set '{pair}' has no '='; write it as --set training.num_epochs=1")
-        overrides[key.strip()] = _yaml_scalar(value.strip())
-    return overrides
-
-
-def _yaml_scalar(text: str):
-    import yaml
-
-    return yaml.safe_load(text) if text else text
 
 
 def main(argv: list[str] | None = None) -> int:

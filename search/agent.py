@@ -18,14 +18,14 @@ from typing import Any
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from models.cli import quiet_libraries, run_cli
-from search.objective import Objective, keep_top_checkpoints
+from models import quiet_libraries, run_cli
 from search.names import check_study_name
+from search.objective import Objective, keep_top_checkpoints
 from search.run import build_parser, load_spaces
-from search.sinks import WandbRuns
 from search.space import Space, SpaceError, within
 from search.storage import hide_passwords
 from search.study import open_study, prepare
+from search.wandb_runs import WandbRuns
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], dict[str, Any]]:

@@ -8,7 +8,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from models.families import get_family
+from models import get_family
 
 METHODS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base + LoRA)", "unsloth": "unsloth LoRA"}
 WRITTEN = {"model": "the fine-tuned model", "adapter": "the LoRA adapter alone: the base checkpoint loads with it",

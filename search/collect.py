@@ -11,7 +11,7 @@ import csv
 import optuna
 from optuna.trial import TrialState
 
-from models.cli import run_cli
+from models import run_cli
 from search.storage import default_url, open_storage, study_names
 
 FIXED = ["study", "trial", "state", "family", "checkpoint", "method", "rouge1", "rouge2", "rougeL", "mean",

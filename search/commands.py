@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from models.cli import run_cli
+from models import run_cli
 
 # name -> (module whose main(argv) runs it, one line for the list). Modules are imported only when
 # chosen: `sumsweep --help` should not wait for torch.

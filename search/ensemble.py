@@ -15,8 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from models.cli import quiet_libraries, run_cli
-from models.errors import ConfigError
+from models import ConfigError, quiet_libraries, run_cli
 from search.names import study_folder
 from search.objective import top_trials
 from search.storage import check_url, default_url, hide_passwords, open_storage, redact, study_names
@@ -68,7 +67,7 @@ def kept_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
 def soup_members(trials: list[optuna.trial.FrozenTrial], configs: list) -> tuple[list[int], dict[int, str]]:
     # configs: each trial's TrainConfig, as its checkpoint records it
     """Which trials can be averaged with the best (indices), and why the others cannot."""
-    from models.ensemble import soup_problem
+    from models import soup_problem
 
     members, refused = [0], {}
     for i, config in enumerate(configs[1:], start=1):
@@ -101,10 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"trial #{trials[0].number} recorded no dev data; pass --val-data (the figures are "
                           "measured on it)")
 
-    from models.ensemble import (checkpoint_candidates, greedy_soup, mbr_vote, rouge_agreement, save_soup)
-    from models.generate import read_metadata
-    from models.metrics import rouge
-    from models.predict import write_submission
+    from models import (checkpoint_candidates, greedy_soup, mbr_vote, read_metadata, rouge, rouge_agreement, save_soup,
+                        write_submission)
 
     folders = [Path(t.user_attrs["checkpoint"]) for t in trials]
     configs = [read_metadata(folder) for folder in folders]
@@ -171,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line(f"greedy soup {name}", soup.metrics[metric],
                           f"{soup.metrics[metric] - best[metric]:+.4f}{'; ' + why if why else ''}"))
         if test:
-            from models.ensemble import summaries_of
-
-            test_summaries["soup"] = [c[0] for c in summaries_of(
-                soup.model, soup.tokenizer, soup.family, soup.config, test, labelled=False,
-                batch_size=args.batch_size)[1]]
+            test_summaries["soup"] = soup.summaries(test, batch_size=args.batch_size)
         save_soup(soup, soup_folder)
 
     print("\n".join(lines))

@@ -18,8 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from models.cli import quiet_libraries, run_cli
-from models.errors import CheckpointError, ConfigError, OutputError
+from models import CheckpointError, ConfigError, OutputError, quiet_libraries, run_cli
 from search.storage import (DEFAULT_URL, STORAGE_ENV, check_url, default_url, hide_passwords, open_storage, redact,
                             study_names)
 
@@ -121,7 +120,7 @@ def _umask() -> int:
 def push(folder: Path, repo: str) -> str:
     """Upload the folder to a Hugging Face model repo (created if missing); its URL. An unreachable hub is
     said at once: huggingface_hub would retry for a long while first."""
-    from models.hub import hub_reachable
+    from models import hub_reachable
 
     again = f"push it from a machine that reaches the hub with: hf upload {repo} {folder}"
     if not hub_reachable():
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     check_out(out, args.force, checkpoint)
     quiet_libraries()
 
-    from models.export import export_checkpoint
+    from models import export_checkpoint
     from search.card import model_card
 
     def fill(folder: Path) -> str:

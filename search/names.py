@@ -6,7 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from models.errors import ConfigError
+from models import ConfigError
 
 LONGEST_NAME = 512  # what Optuna's storage keeps of a study name (PostgreSQL refuses a longer one)
 FOLDER_BYTES = 100  # file systems allow 255 bytes per folder name; W&B and the trials add their own names below

@@ -1,4 +1,4 @@
-"""One trial: parameters -> TrainConfig -> models.trainer.train, with its story told to the study and W&B.
+"""One trial: parameters -> TrainConfig -> models.train_model, with its story told to the study and W&B.
 
 Two drivers share `Objective.run`: an Optuna trial (`__call__`, which can prune) and a W&B sweep
 agent (`search.agent`, whose result is added to the study afterwards). Under `accelerate launch`
@@ -19,19 +19,18 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from models.config import TrainConfig
-from models.distributed import rank, share, wait_for_everyone, world_size
-from models.trainer import KeepCheckpoint, Report, Result, train
+from models import KeepCheckpoint, Report, Result, TrainConfig, rank, share, train_model, wait_for_everyone, world_size
 from search.names import study_folder
-from search.sinks import WandbRuns
 from search.space import Space
+from search.wandb_runs import WandbRuns
 
-TrainFn = Callable[..., Result]  # models.trainer.train, or a stand-in in tests of the search alone
+TrainFn = Callable[..., Result]  # models.train_model, or a stand-in in tests of the search alone
 Record = Callable[[str, Any], None]  # where a trial's attributes go: trial.set_user_attr, or a dict
 
 
 @dataclass
-class Data:
+class StudyData:
+    """What every trial of a study trains on (train) and is scored on (val)."""
     train: str | Path  # a path, or hub:NAME[:CONFIG]:SPLIT (models/datafiles.py)
     val: str | Path
     skipped: tuple[int, int] = (0, 0)  # rows of each file left out for an empty dialogue or summary
@@ -70,8 +69,8 @@ def sha256_of(path: str | Path) -> str | None:
 
 
 class Objective:
-    def __init__(self, space: Space, data: Data, output_root: Path, metric: str = "mean",
-                 train_fn: TrainFn = train, progress: bool = True, wandb: WandbRuns | None = None,
+    def __init__(self, space: Space, data: StudyData, output_root: Path, metric: str = "mean",
+                 train_fn: TrainFn = train_model, progress: bool = True, wandb: WandbRuns | None = None,
                  keep_top: int | None = None):
         self.space, self.data, self.output_root, self.metric = space, data, Path(output_root), metric
         self.train_fn, self.progress, self.wandb = train_fn, progress, wandb

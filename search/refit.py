@@ -12,8 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from models.cli import quiet_libraries, run_cli
-from models.errors import ConfigError
+from models import ConfigError, quiet_libraries, run_cli
 from search.ensemble import load_study
 from search.names import study_folder
 from search.storage import check_url, default_url, hide_passwords
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if "config" not in best.user_attrs:
         raise ConfigError(f"trial #{best.number} of study {args.study} recorded no config; it cannot be trained again")
 
-    from models.config import TrainConfig
-    from models.datafiles import read_rows
-    from models.trainer import train
+    from models import TrainConfig, read_rows, train_model
 
     config = TrainConfig().override(best.user_attrs["config"], source=f"trial #{best.number}'s config")
     train_path = args.train_data or best.user_attrs.get("train_data")
@@ -80,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = config.optimizer_steps(len(train_rows) + len(dev_rows))
     print(f"refit of trial #{best.number} ({best.value:.4f} on held-out dev) on {len(train_rows)} train + "
           f"{len(dev_rows)} dev rows: {steps} steps (the trial trained {best.user_attrs.get('steps', '?')})")
-    result = train(config, both, dev, folder, label="refit")
+    result = train_model(config, both, dev, folder, label="refit")
     metric = study.user_attrs.get("metric", "mean")
     score = result.metrics[metric]
     study.set_user_attr("refit", {"trial": best.number, "steps": result.steps, "checkpoint": result.checkpoint,

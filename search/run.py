@@ -10,9 +10,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from models.cli import quiet_libraries, run_cli
-from models.config import METHODS, METRICS
-from models.errors import ConfigError
+from models import METHODS, METRICS, ConfigError, quiet_libraries, run_cli
 from search.interrupts import TrialInterrupted
 from search.names import check_study_name, study_folder
 from search.space import SPACES_DIR, Space

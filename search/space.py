@@ -14,8 +14,7 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from models.config import TrainConfig
-from models.errors import ConfigError
+from models import ConfigError, TrainConfig
 
 
 def _spaces_dir() -> Path:

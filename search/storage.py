@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from models.errors import ConfigError
+from models import ConfigError
 
 DEFAULT_URL = "sqlite:///studies.db"
 STORAGE_ENV = "SUMSWEEP_STORAGE"  # the storage URL given out of the command line (workers get it this way)
@@ -64,7 +64,7 @@ def hide_passwords(argv: list[str]) -> None:
     argv[:] = [redact(arg) for arg in argv]
 
 
-def anchored(url: str) -> str:
+def with_absolute_sqlite_path(url: str) -> str:
     """The URL with a relative SQLite path made absolute, for a command run from another folder."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"

@@ -19,23 +19,18 @@ from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from models.cli import quiet_libraries
-from models.datafiles import read_rows
-from models.demo import DEMO_OVERRIDES, demo_assets
-from models.distributed import leave, rank, share, wait_for_everyone, world_size
-from models.errors import ConfigError
-from models.methods import check_method_possible, load_tokenizer
-from models.train import parse_overrides
-from models.trainer import model_name, train
+from models import (DEMO_OVERRIDES, ConfigError, check_method_possible, close_process_group, demo_assets,
+                    load_tokenizer, model_name, parse_overrides, quiet_libraries, rank, read_rows, share, train_model,
+                    wait_for_everyone, world_size)
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
-from search.objective import Data, Objective, TrainFn, keep_top_checkpoints
+from search.objective import StudyData, Objective, TrainFn, keep_top_checkpoints
 from search.owners import fail_dead_trials, fail_own_trials
-from search.sinks import WandbRuns
 from search.space import Space
 from search.storage import one_asker, open_storage, redact
-from search.summary import fail_reason, print_report, short
+from search.summary import fail_reason, params_line, print_report
 from search.trials import FINISHED, run_trials
+from search.wandb_runs import WandbRuns
 from search.workers import wait_to_go
 
 
@@ -107,16 +102,16 @@ def pruning_plan(pruner: str, space: Space) -> str:
     return f"{schedule}; pruner {pruner} judges trials from step {2 * every}"
 
 
-def prepare(args, space: Space) -> tuple[Data, str]:
+def prepare(args, space: Space) -> tuple[StudyData, str]:
     """Everything that can be wrong with the input, found before any study is touched; fixes the
     command's choices (--demo, --checkpoint, --method, --columns, --set) into `space`. Returns the data and the study name."""
     if args.demo:
         assets = demo_assets(space.family)
         for key, value in {**DEMO_OVERRIDES, "model.checkpoint": str(assets.checkpoint)}.items():
             space.fix(key, value)
-        data = Data(args.train_data or assets.train, args.val_data or assets.dev)
+        data = StudyData(args.train_data or assets.train, args.val_data or assets.dev)
     elif args.train_data and args.val_data:
-        data = Data(args.train_data, args.val_data)
+        data = StudyData(args.train_data, args.val_data)
     else:
         raise ConfigError("no data given; pass --train-data and --val-data, or --demo")
     if args.checkpoint:
@@ -204,7 +199,7 @@ def describe(d: optuna.distributions.BaseDistribution) -> str:
     return f"{kind} {d.low}..{d.high}" + (" (log)" if d.log else "") + step
 
 
-def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = train) -> optuna.Study:
+def run_study(args, space: Space, data: StudyData, name: str, train_fn: TrainFn = train_model) -> optuna.Study:
     study = open_study(args, space, name)
     fail_dead_trials(study)  # before counting: a trial of a process that died on this host is not running
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
@@ -233,7 +228,7 @@ def run_study(args, space: Space, data: Data, name: str, train_fn: TrainFn = tra
             best = "no best yet"
         eta = study_eta(time.perf_counter() - began, finished - done, args.trials - finished)
         print(f"[{finished}/{args.trials}] trial #{trial.number} {trial.state.name.lower()} {value}  "
-              f"{elapsed:.0f}s  {best}  {eta}{short(trial.params)}", flush=True)
+              f"{elapsed:.0f}s  {best}  {eta}{params_line(trial.params)}", flush=True)
 
     wandb = None if args.no_wandb else WandbRuns(args.wandb_project, name, Path(args.output_root))
     objective = Objective(space, data, Path(args.output_root), metric=args.metric, train_fn=train_fn, wandb=wandb,
@@ -274,14 +269,14 @@ def search(args, spaces: list[Space]) -> int:
     if rank() > 0:  # one of a worker's processes under accelerate launch: it trains what rank 0 shares
         for space, data, _ in prepared:
             Objective(space, data, Path(args.output_root), metric=args.metric).follow()
-        leave()
+        close_process_group()
         return 0
     for space, data, name in prepared:
         study = run_study(args, space, data, name)
         share(None)  # the study is over: the other ranks stop following
         if not args.worker:
             print_report(study, study_folder(Path(args.output_root), name))
-    leave()
+    close_process_group()
     return 0
 
 

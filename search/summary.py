@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from models.errors import OutputError
+from models import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return trials[0] if trials and trials[0].state == TrialState.COMPLETE else None
 
 
-def short(params: dict) -> str:
+def params_line(params: dict) -> str:
+    """A trial's parameters on one line, by their last names: `learning_rate=0.0003 batch_size=8`."""
     return " ".join(f"{k.rpartition('.')[2]}={v:.3g}" if isinstance(v, float) else f"{k.rpartition('.')[2]}={v}"
                     for k, v in params.items())
 
@@ -41,7 +42,7 @@ def best_lines(study: optuna.Study, top: int = 5) -> list[str]:
     best, base = trials[0], baseline_trial(study)
     metric = study.user_attrs.get("metric", "value")
     lines = [f"best trial: #{best.number}  {metric} = {best.value:.4f}",
-             f"  parameters: {short(best.params)}",
+             f"  parameters: {params_line(best.params)}",
              f"  checkpoint: {best.user_attrs.get('checkpoint')}"]
     if base is not None:
         gain = best.value - base.value
@@ -49,7 +50,8 @@ def best_lines(study: optuna.Study, top: int = 5) -> list[str]:
                      f"{gain:+.4f} ({100 * gain / base.value:+.1f}%)" if base.value else
                      f"  vs. trial 0 (the recommended config): {gain:+.4f}")
     lines += ["", f"top {min(top, len(trials))} of {len(trials)} completed trials:"]
-    lines += [f"  #{t.number:<4} {t.value:.4f}  {t.user_attrs.get('train_seconds', 0):6.1f}s  {short(t.params)}"
+    lines += [f"  #{t.number:<4} {t.value:.4f}  {t.user_attrs.get('train_seconds', 0):6.1f}s  "
+              f"{params_line(t.params)}"
               for t in trials[:top]]
     return lines
 

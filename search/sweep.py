@@ -13,13 +13,11 @@ from typing import Any
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from models.cli import quiet_libraries, run_cli
-from models.datafiles import is_hub
-from models.errors import ConfigError
+from models import ConfigError, is_hub, quiet_libraries, run_cli
 from search.names import check_study_name
 from search.run import build_parser, load_spaces
 from search.space import Space
-from search.storage import anchored, hide_passwords, redact, without_password
+from search.storage import hide_passwords, redact, with_absolute_sqlite_path, without_password
 from search.study import prepare
 
 
@@ -64,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     _, study = prepare(args, space)
     # Absolute paths: each agent runs the command from wherever `wandb agent` was started.
     # W&B keeps the sweep's command and shows it to everyone in the project: no password in it.
-    agent_args = ["--family", space.family, "--study", study, "--storage", without_password(anchored(args.storage)),
-                  "--metric", args.metric, "--output-root", str(Path(args.output_root).resolve()),
-                  "--wandb-project", args.wandb_project]
+    storage = without_password(with_absolute_sqlite_path(args.storage))
+    agent_args = ["--family", space.family, "--study", study, "--storage", storage, "--metric", args.metric,
+                  "--output-root", str(Path(args.output_root).resolve()), "--wandb-project", args.wandb_project]
     if args.space:
         agent_args += ["--space", str(Path(args.space).resolve())]
     if args.demo:
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.create:
         import wandb
 
-        from search.sinks import wandb_mode
+        from search.wandb_runs import wandb_mode
 
         if wandb_mode() != "online":
             raise ConfigError("--create needs a W&B login; run wandb login (or set WANDB_API_KEY) first")

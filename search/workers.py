@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from models.errors import ConfigError
+from models import ConfigError
 from search.interrupts import TrialInterrupted
 
 MPS_CONTROL = "nvidia-cuda-mps-control"  # ships with NVIDIA's driver

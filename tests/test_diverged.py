@@ -3,7 +3,7 @@ import pytest
 from optuna.trial import TrialState
 
 from models.demo import demo_assets
-from search.objective import Data
+from search.objective import StudyData
 from search.run import build_parser
 from search.space import Space
 from search.study import run_study
@@ -18,7 +18,7 @@ def test_a_diverged_trial_fails_with_its_reason(storage_url, tmp_path, study_nam
         space.fix(key, value)
     args = build_parser().parse_args(["--family", "gpt2", "--storage", storage_url, "--trials", "1", "--no-wandb",
                                       "--output-root", str(tmp_path / "outputs")])
-    study = run_study(args, space, Data(assets.train, assets.dev), study_name)
+    study = run_study(args, space, StudyData(assets.train, assets.dev), study_name)
     trials = study.get_trials()  # a failed trial is made up, up to the search's limit of failures
     assert trials and all(t.state == TrialState.FAIL for t in trials)
     assert all("loss diverged at step" in t.user_attrs["fail_reason"] for t in trials)

@@ -238,7 +238,7 @@ def test_the_cards_command_trains_the_trial_again(study, tmp_path, capsys, monke
 
 
 def test_a_data_folder_is_recorded_by_one_digest_of_its_files(tmp_path):
-    from search.objective import Data, sha256_of
+    from search.objective import StudyData, sha256_of
 
     folder = tmp_path / "train"  # as `datasets` save_to_disk writes one
     (folder / "part").mkdir(parents=True)
@@ -247,6 +247,6 @@ def test_a_data_folder_is_recorded_by_one_digest_of_its_files(tmp_path):
     before = sha256_of(folder)
     (folder / "part" / "data-00000.arrow").write_bytes(b"other rows")
     assert before and sha256_of(folder) != before
-    described = Data(folder, tmp_path / "gone.csv").described()
+    described = StudyData(folder, tmp_path / "gone.csv").described()
     assert described["train_data"] == str(folder.resolve()) and described["train_sha256"] == sha256_of(folder)
     assert described["val_sha256"] is None  # nothing local to read: recorded as such, the trial goes on

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from models.trainer import Result
 from search.run import build_parser, main
 from search.space import SPACES_DIR, Space
-from search.objective import Data
+from search.objective import StudyData
 from search.storage import open_storage
 from search.study import open_study, run_study
 
@@ -43,7 +43,7 @@ def args_for(storage_url, tmp_path, *extra):
 
 
 def data(tmp_path):
-    return Data(tmp_path / "train.csv", tmp_path / "dev.csv")
+    return StudyData(tmp_path / "train.csv", tmp_path / "dev.csv")
 
 
 def test_workers_given_one_seed_draw_different_parameters(storage_url, tmp_path, study_name, monkeypatch):

@@ -64,12 +64,12 @@ def search_process(index: int, rounds, url_for_round, start) -> None:
     the input checks (tokenizer, data files) and the report are skipped: none is the point here."""
     import search.study
     from models.cli import run_cli
-    from search.objective import Data
+    from search.objective import StudyData
     from search.run import main
     from test_search import fake_train
 
     search.study.run_study = functools.partial(search.study.run_study, train_fn=fake_train)
-    search.study.prepare = lambda args, space: (Data(Path("train.csv"), Path("dev.csv")), args.study)
+    search.study.prepare = lambda args, space: (StudyData(Path("train.csv"), Path("dev.csv")), args.study)
     search.study.print_report = lambda study, folder: None  # its plots take seconds
     codes = []
     for number, processes in enumerate(rounds):
