@@ -147,7 +147,7 @@ def versus_hf(runs: dict[str, list[dict]]) -> dict:
     """Ours (its faster setting) against HF, each as the mean over the rounds both have finished.
 
     Rounds alternate HF and ours in one process, so neither is always the one that runs in a
-    fresher process: one run of each spread 10-20% between calls on the H200.
+    fresher process: one run of each spread 10-20% between measurements on the H200.
     """
     rounds = min(len(r) for r in runs.values())
     mean = {name: sum(r["samples_per_s"] for r in rs[:rounds]) / rounds for name, rs in runs.items()}
