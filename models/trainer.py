@@ -8,6 +8,7 @@ prunes), and this package never hears of Optuna. What a person sees meanwhile: m
 """
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -99,6 +100,7 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
     dev set, or the run was stopped), is asked before that checkpoint is written: False writes none (the
     search would only delete it), and `Result.checkpoint` is None.
     """
+    freeze_what_is_alive_before_the_first_run()
     retries: list[str] = []
     while True:
         try:
@@ -142,6 +144,16 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@functools.cache  # once a process
+def freeze_what_is_alive_before_the_first_run() -> None:
+    """Moves the objects alive before any model is built (the imported libraries: half a million of them)
+    out of the garbage collector's sight. Each full collection (the trainer's between runs, and Python's own
+    during training) then skips them: 0.35 s a collection with them, under 1 ms without, on a CPU. Models
+    and batches come later, so they are collected as before."""
+    gc.collect()  # garbage first: a frozen object is never collected
+    gc.freeze()
 
 
 def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Path, output_dir: str | Path,

@@ -55,6 +55,30 @@ def test_report_can_stop_training_early(tiny_config, tmp_path):
     assert {"rouge1", "rouge2", "rougeL", "mean", "eval_loss"} <= seen[0][1]
 
 
+def test_each_runs_model_is_freed_after_it_though_what_lived_before_is_frozen(tiny_config, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import models.trainer
+
+    built = []
+
+    def build_and_watch(*args, **kwargs):
+        model, tokenizer, extra = build_model(*args, **kwargs)
+        built.append(weakref.ref(model))
+        return model, tokenizer, extra
+
+    monkeypatch.setattr(models.trainer, "build_model", build_and_watch)
+    config, assets = tiny_config("t5", training__max_steps=4, training__eval_steps=4, training__eval_subset=8)
+    for run in range(2):
+        train(config, assets.train, assets.dev, tmp_path / str(run), progress=False)
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000  # the libraries, out of the collector's sight
+    gc.collect()
+    assert [ref() for ref in built] == [None, None]  # no run's model outlives it
+    assert gc.get_freeze_count() == frozen  # frozen once, before the first run, not again
+
+
 def test_a_checkpoint_the_search_would_delete_is_not_written(tiny_config, tmp_path):
     config, assets = tiny_config("t5", training__max_steps=10, training__eval_steps=10, training__eval_subset=0)
     asked = []
