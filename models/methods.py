@@ -44,8 +44,10 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
         if local.is_dir():
             raise CheckpointError(f"checkpoint folder {local} cannot be loaded ({str(err).splitlines()[0]}); "
                                   "point --checkpoint at a folder written by save_pretrained") from None
-        raise CheckpointError(f"checkpoint '{checkpoint}' is not a local folder and the model hub cannot be reached; "
-                              "pass a local folder with --checkpoint, or run with --demo") from None
+        made_here = (f" (python scripts/install_llm.py {local.name} --out {checkpoint} makes it)"
+                     if local.parent.name == "checkpoints" else "")  # where spaces/llm.yaml expects its model
+        raise CheckpointError(f"checkpoint '{checkpoint}' is not a local folder{made_here} and the model hub cannot "
+                              "be reached; pass a local folder with --checkpoint, or run with --demo") from None
 
 
 def check_method_possible(method: str, has_cuda: bool | None = None) -> None:

@@ -78,6 +78,9 @@ BAD_INPUTS = {
     "unreachable checkpoint": (lambda p: ["--checkpoint", "no-such-org/no-such-model", "--train-data",
                                           write(p / "t.csv", GOOD), "--val-data", write(p / "v.csv", GOOD)],
                                "model hub cannot be reached"),
+    "llm without its model installed": (lambda p: ["--family", "llm", "--train-data", write(p / "t.csv", GOOD),
+                                                   "--val-data", write(p / "v.csv", GOOD)],
+                                        "python scripts/install_llm.py gemma3-270m --out checkpoints/gemma3-270m"),
 }
 
 
