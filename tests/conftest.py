@@ -1,6 +1,7 @@
 import contextlib
 import os
 import re
+import signal
 import uuid
 
 import pytest
@@ -8,6 +9,10 @@ import torch
 
 # Two threads on a 2-core machine run these tiny models far slower than one.
 torch.set_num_threads(1)
+# Ctrl-C is a KeyboardInterrupt here and in the processes the tests start, as in a terminal, also where the
+# test run itself was started with SIGINT ignored (a background job of a script inherits that, and so would
+# every search it starts, which the Ctrl-C tests would then find deaf).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SEQ2SEQ = ["bart", "t5", "mt5", "flan-t5"]
@@ -97,3 +102,4 @@ def password_url():
 @pytest.fixture
 def study_name():
     return f"test-{uuid.uuid4().hex[:8]}"
+

@@ -48,12 +48,12 @@ def test_an_output_folder_gone_mid_study_fails_trials_with_the_reason_and_ends_i
         storage_url, tmp_path, capsys, monkeypatch):
     outputs, real_run = tmp_path / "outputs", Objective.run
 
-    def run_with_the_folder_gone_from_trial_1(self, params, study, name, report, record):
+    def run_with_the_folder_gone_from_trial_1(self, params, study, name, report, record, *rest):
         folder = study_folder(outputs, study)
         if name == "trial-0001":  # as a disk unmounted or a folder removed by hand: a file where it was
             shutil.rmtree(folder)
             folder.write_text("not a folder any more", encoding="utf-8")
-        return real_run(self, params, study, name, report, record)
+        return real_run(self, params, study, name, report, record, *rest)
 
     monkeypatch.setattr(Objective, "run", run_with_the_folder_gone_from_trial_1)
     with pytest.raises(SystemExit) as exit_info:

@@ -55,28 +55,43 @@ def test_report_can_stop_training_early(tiny_config, tmp_path):
     assert {"rouge1", "rouge2", "rougeL", "mean", "eval_loss"} <= seen[0][1]
 
 
-def test_each_runs_model_is_freed_after_it_though_what_lived_before_is_frozen(tiny_config, tmp_path, monkeypatch):
-    import gc
-    import weakref
+FREED_AND_FROZEN = """
+import gc, sys, weakref
+import models.trainer
+from models.config import TrainConfig
 
-    import models.trainer
+config, (train_csv, dev_csv, out) = TrainConfig.from_yaml(sys.argv[1]), sys.argv[2:]
+built, build = [], models.trainer.build_model
 
-    built = []
+def build_and_watch(*args, **kwargs):
+    model, tokenizer, wrapped = build(*args, **kwargs)
+    built.append(weakref.ref(model))
+    return model, tokenizer, wrapped
 
-    def build_and_watch(*args, **kwargs):
-        model, tokenizer, extra = build_model(*args, **kwargs)
-        built.append(weakref.ref(model))
-        return model, tokenizer, extra
+models.trainer.build_model = build_and_watch
+frozen = []
+for run in range(2):
+    models.trainer.train(config, train_csv, dev_csv, f"{out}/{run}", progress=False)
+    frozen.append(gc.get_freeze_count())
+gc.collect()
+print(frozen[0] > 10_000, frozen[1] == frozen[0], [ref() is None for ref in built])
+"""
 
-    monkeypatch.setattr(models.trainer, "build_model", build_and_watch)
+
+def test_each_runs_model_is_freed_after_it_though_what_lived_before_is_frozen(tiny_config, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
     config, assets = tiny_config("t5", training__max_steps=4, training__eval_steps=4, training__eval_subset=8)
-    for run in range(2):
-        train(config, assets.train, assets.dev, tmp_path / str(run), progress=False)
-    frozen = gc.get_freeze_count()
-    assert frozen > 10_000  # the libraries, out of the collector's sight
-    gc.collect()
-    assert [ref() for ref in built] == [None, None]  # no run's model outlives it
-    assert gc.get_freeze_count() == frozen  # frozen once, before the first run, not again
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
+    # A process of its own: tests that fork unfreeze everything, ours included.
+    done = subprocess.run([sys.executable, "-c", FREED_AND_FROZEN, str(tmp_path / "config.yaml"), str(assets.train),
+                           str(assets.dev), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # The libraries frozen once, before the first run; no run's model outlives it.
+    assert done.stdout.strip().splitlines()[-1] == "True True [True, True]"
 
 
 def test_a_checkpoint_the_search_would_delete_is_not_written(tiny_config, tmp_path):
