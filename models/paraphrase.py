@@ -50,18 +50,24 @@ def split_turn(line: str) -> tuple[str, str]:
 
 def rewritten(dialogue: str, rewrites: dict[str, str]) -> tuple[str, int]:
     """The dialogue with each turn's text replaced by its rewrite where that kept the text's `#...#` tags and
-    language (Korean or not) and said something, and how many turns kept their own text instead."""
+    language (Korean or not), said something and did not run away, and how many turns kept their own text
+    instead."""
     lines, kept = [], 0
     for line in dialogue.strip().split("\n"):
         speaker, text = split_turn(line)
         new = clean(rewrites.get(text, ""))
         if (not text or not new or Counter(TAG.findall(new)) != Counter(TAG.findall(text))
-                or bool(HANGUL.search(new)) != bool(HANGUL.search(text))):
+                or bool(HANGUL.search(new)) != bool(HANGUL.search(text)) or runaway(new, text)):
             kept += bool(text)
             lines.append(line)
         else:
             lines.append(f"{speaker}: {new}" if speaker else new)
     return "\n".join(lines), kept
+
+
+def runaway(new: str, text: str) -> bool:
+    """A rewrite that rambled on (up to its token limit) or broke a character apart (bytes decoded alone)."""
+    return len(new) > 3 * len(text) + 20 or "\ufffd" in new
 
 
 def clean(output: str) -> str:
