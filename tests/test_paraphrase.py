@@ -81,8 +81,9 @@ def test_a_rewrite_that_loses_a_tag_changes_language_or_says_nothing_keeps_the_t
                 "좋아요.": "  ",  # nothing
                 "그럼 내일 봬요.": "See you tomorrow."}  # a small LM asked in English answers in English
     rambling = {"네, 알겠어요.": "네, 알겠습니다 " * 20,  # on and on, to its token limit
-                "내일 #Address# 로 오세요.": "내일 #Address# 로 \ufffd세요."}  # a character's bytes decoded apart
-    assert paraphrase.rewritten(dialogue, rambling) == (dialogue, 2)
+                "내일 #Address# 로 오세요.": "내일 #Address# 로 \ufffd세요.",  # a character's bytes decoded apart
+                "좋아요.": "좋습니다."}
+    assert paraphrase.rewritten(dialogue, rambling) == (dialogue.replace("좋아요.", "좋습니다."), 4)
     new, kept = paraphrase.rewritten(dialogue, rewrites)
     assert new == ("#Person1#: 제 번호는 #PhoneNumber# 이에요.\n"
                    "#Person2#: 네, 잘 알겠습니다.\n"
