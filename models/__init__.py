@@ -22,7 +22,8 @@ _CONTRACT = {
     # one training run (models.train is the command's module, hence train_model)
     "train_model": "trainer:train", "Report": "trainer", "Result": "trainer", "KeepCheckpoint": "trainer",
     "model_name": "trainer",
-    "check_method_possible": "methods", "load_tokenizer": "methods", "get_family": "families",
+    "check_method_possible": "methods", "check_family_fits": "methods", "load_tokenizer": "methods",
+    "get_family": "families",
     # what rank 0 shares with the other processes of a trial under accelerate launch
     "rank": "distributed", "world_size": "distributed", "share": "distributed",
     "wait_for_everyone": "distributed", "close_process_group": "distributed",

@@ -14,6 +14,7 @@ class Family:
     lora_targets: tuple[str, ...]  # module-name suffixes of the attention and MLP projections
     prefix: str = ""  # prepended to every dialogue: T5 was pre-trained with task prefixes
     separator: str = ""  # causal only: between dialogue and summary; generation continues after it
+    model_types: tuple[str, ...] = ()  # config.json's model_type of the checkpoints it fits; empty: any
 
     @property
     def is_causal(self) -> bool:
@@ -28,19 +29,25 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("bart", "seq2seq", ("facebook/bart-base", "facebook/bart-large"),
-               ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")),
+               ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"), model_types=("bart", "mbart")),
         Family("t5", "seq2seq", ("t5-small", "t5-base", "t5-large"),
-               ("q", "k", "v", "o", "wi", "wo"), prefix="summarize: "),
-        Family("mt5", "seq2seq", ("google/mt5-small", "google/mt5-base"), _T5_GATED),
-        Family("flan-t5", "seq2seq", ("google/flan-t5-base", "google/flan-t5-large"), _T5_GATED),
+               ("q", "k", "v", "o", "wi", "wo"), prefix="summarize: ", model_types=("t5",)),
+        Family("mt5", "seq2seq", ("google/mt5-small", "google/mt5-base"), _T5_GATED, model_types=("mt5",)),
+        Family("flan-t5", "seq2seq", ("google/flan-t5-base", "google/flan-t5-large"), _T5_GATED,
+               model_types=("t5",)),
         Family("gpt2", "causal", ("gpt2", "gpt2-medium", "gpt2-large"),
-               ("c_attn", "c_proj", "c_fc"), separator=_CAUSAL_SEPARATOR),
+               ("c_attn", "c_proj", "c_fc"), separator=_CAUSAL_SEPARATOR, model_types=("gpt2",)),
         Family("kogpt2", "causal", ("skt/kogpt2-base-v2",),
-               ("c_attn", "c_proj", "c_fc"), separator=_CAUSAL_SEPARATOR),
+               ("c_attn", "c_proj", "c_fc"), separator=_CAUSAL_SEPARATOR, model_types=("gpt2",)),
         # Any local decoder-only LM (Llama, Gemma, Qwen, SmolLM...), prompted like gpt2.
         Family("llm", "causal", (), _LLM_TARGETS, separator=_CAUSAL_SEPARATOR),
     )
 }
+
+
+def families_for(model_type: str) -> list[str]:
+    """The families whose settings fit a checkpoint of this model_type (llm takes any decoder-only model)."""
+    return [f.name for f in FAMILIES.values() if model_type in f.model_types]
 
 
 def get_family(name: str) -> Family:

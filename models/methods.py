@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from models.config import TrainConfig
 from models.errors import CheckpointError, ConfigError
-from models.families import Family
+from models.families import Family, families_for
 from models.hub import hub_reachable
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,28 @@ def load_pretrained(cls, checkpoint: str, **kwargs):
                               "be reached; pass a local folder with --checkpoint, or run with --demo") from None
 
 
+def check_family_fits(checkpoint: str, family: Family) -> None:
+    """Refuse a checkpoint of another family before anything trains: its prefix, LoRA targets and prompt
+    would be the wrong ones (a t5 study of a BART folder fails each LoRA trial deep inside peft). A
+    checkpoint whose config cannot be read here (a hub id not yet downloaded) is left to the loading."""
+    from transformers import AutoConfig
+
+    try:
+        config = load_pretrained(AutoConfig, checkpoint)
+    except CheckpointError:
+        return
+    if family.model_types and config.model_type not in family.model_types:
+        fitting = families_for(config.model_type) or ([] if config.is_encoder_decoder else ["llm"])
+        fix = (f"set model.architecture (--family) to {' or '.join(fitting)}" if fitting
+               else "no family here trains it; choose another checkpoint")
+        if config.is_encoder_decoder == family.is_causal:
+            kind = "causal" if family.is_causal else "sequence-to-sequence"
+            raise CheckpointError(f"checkpoint '{checkpoint}' is a {config.model_type} model, not a {kind} model as "
+                                  f"family '{family.name}' needs; {fix}")
+        raise CheckpointError(f"checkpoint '{checkpoint}' is a {config.model_type} model, which family '{family.name}' "
+                              f"does not train; {fix}")
+
+
 def check_method_possible(method: str, has_cuda: bool | None = None) -> None:
     """Refuse before anything loads: a trial that would fail after minutes of setup wastes the GPU."""
     if has_cuda is None:
@@ -74,6 +96,7 @@ def build_model(config: TrainConfig, family: Family, device: torch.device, compu
     """The model ready to train, its tokenizer, and how many modules LoRA wrapped (0 for full)."""
     method, checkpoint = config.method, config.model.checkpoint
     check_method_possible(method, device.type == "cuda")
+    check_family_fits(checkpoint, family)
     if method == "unsloth":
         return _build_unsloth(config, family)
     tokenizer = load_tokenizer(checkpoint)

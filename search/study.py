@@ -19,9 +19,9 @@ from optuna.storages import RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from models import (DEMO_OVERRIDES, ConfigError, check_method_possible, close_process_group, demo_assets,
-                    load_tokenizer, model_name, parse_overrides, quiet_libraries, rank, read_rows, share, train_model,
-                    wait_for_everyone, world_size)
+from models import (DEMO_OVERRIDES, ConfigError, check_family_fits, check_method_possible, close_process_group,
+                    demo_assets, get_family, load_tokenizer, model_name, parse_overrides, quiet_libraries, rank,
+                    read_rows, share, train_model, wait_for_everyone, world_size)
 from search.interrupts import HeldInterrupt
 from search.names import study_folder
 from search.objective import StudyData, Objective, TrainFn, keep_top_checkpoints
@@ -131,6 +131,7 @@ def prepare(args, space: Space) -> tuple[StudyData, str]:
         check_method_possible(method)
     checkpoint = space.defaults.model.checkpoint
     load_tokenizer(checkpoint)  # a checkpoint that is neither local nor reachable fails here, not in trial 0
+    check_family_fits(checkpoint, get_family(space.defaults.model.architecture))
     return data, args.study or f"{space.family}-{'demo' if args.demo else model_name(checkpoint)}"
 
 

@@ -78,10 +78,20 @@ BAD_INPUTS = {
     "unreachable checkpoint": (lambda p: ["--checkpoint", "no-such-org/no-such-model", "--train-data",
                                           write(p / "t.csv", GOOD), "--val-data", write(p / "v.csv", GOOD)],
                                "model hub cannot be reached"),
+    "checkpoint of another family": (lambda p: ["--family", "t5", "--checkpoint", str(demo_checkpoint("bart")),
+                                                "--train-data", write(p / "t.csv", GOOD), "--val-data",
+                                                write(p / "v.csv", GOOD)],
+                                     "is a bart model, which family 't5' does not train; set model.architecture (--family) to bart"),
     "llm without its model installed": (lambda p: ["--family", "llm", "--train-data", write(p / "t.csv", GOOD),
                                                    "--val-data", write(p / "v.csv", GOOD)],
                                         "python scripts/install_llm.py gemma3-270m --out checkpoints/gemma3-270m"),
 }
+
+
+def demo_checkpoint(family: str):
+    from models.demo import demo_assets
+
+    return demo_assets(family).checkpoint
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
