@@ -349,8 +349,7 @@ class Recipe:
             save_checkpoint(self.unwrapped, self.tokenizer, self.config, best_dir)
         self.accelerator.wait_for_everyone()  # under `accelerate launch`, no rank reads best/ before it is written
         del self.model, self.unwrapped, self.optimizer, self.scheduler, self.loader, self.make_batch, self.best_weights
-        self.accelerator.free_memory()
-        release_memory()
+        self.accelerator.free_memory()  # collects the garbage and empties the CUDA cache, as release_memory does
         save_seconds = time.perf_counter() - started
         best = next(e for e in self.evals if e["step"] == self.best_step)
         metrics = {k: v for k, v in best.items() if k not in ("step", "eval_seconds")}
