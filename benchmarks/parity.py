@@ -12,6 +12,10 @@ Goal: our dev loss mean within 1% of HF's, or lower.
     python3 benchmarks/parity.py --out benchmarks/results/parity.json                  # on the GPU
     python3 benchmarks/parity.py --tiny --models bart,gpt2 --seeds 0 --out /tmp/p.json # CPU smoke run
     python3 benchmarks/parity.py --merge a.json b.json --out benchmarks/results/parity.json
+    python3 benchmarks/parity.py --models llm --checkpoint checkpoints/gemma3-270m --zero-shot --seeds 0 --out g.json
+
+`--checkpoint` trains a real pretrained model instead of random weights; `--zero-shot` also scores the starting
+weights. Each run records its training rows per second (`samples_per_s`), so the same run compares speed.
 """
 from __future__ import annotations
 
@@ -96,7 +100,8 @@ def run_ours(config: TrainConfig, train_csv: Path, dev_csv: Path, work: Path) ->
     result = train(config, train_csv, dev_csv, work, progress=False)
     model, tokenizer, family, _ = load_checkpoint(Path(result.checkpoint), torch.device(device()))
     out = {**score(model, tokenizer, family, config, dev_csv), "steps": result.steps,
-           "train_seconds": result.train_seconds}
+           "train_seconds": result.train_seconds, "samples_per_s": samples_per_second(config, result.steps,
+                                                                                      result.train_seconds)}
     del model
     release_memory()
     return out
@@ -129,9 +134,27 @@ def run_hf(config: TrainConfig, train_csv: Path, dev_csv: Path, work: Path) -> d
     fair_loss_scaling(trainer, family)
     result = trainer.train()
     out = {**score(model, tokenizer, family, config, dev_csv), "steps": result.global_step,
-           "train_seconds": result.metrics["train_runtime"]}
+           "train_seconds": result.metrics["train_runtime"],
+           "samples_per_s": samples_per_second(config, result.global_step, result.metrics["train_runtime"])}
     del trainer, model
     gc.collect()
+    release_memory()
+    return out
+
+
+def samples_per_second(config: TrainConfig, steps: int, seconds: float) -> float:
+    """Training rows per second over the whole run (both trainers timed the same way: setup left out)."""
+    t = config.training
+    return steps * t.batch_size * t.gradient_accumulation_steps / seconds if seconds else 0.0
+
+
+def zero_shot(config: TrainConfig, dev_path: Path) -> dict[str, float]:
+    """The starting weights' dev loss and ROUGE: what training has to improve on."""
+    family = get_family(config.model.architecture)
+    model, tokenizer, _ = build_model(config.override({"method": "full"}), family, torch.device(device()),
+                                      torch.float32)
+    out = score(model.to(device()), tokenizer, family, config, dev_path)
+    del model
     release_memory()
     return out
 
@@ -150,11 +173,13 @@ def device() -> str:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
-def make_checkpoint(family: str, work: Path, tiny: bool) -> Path:
+def make_checkpoint(family: str, work: Path, tiny: bool, given: str | None = None) -> Path:
     """bart-base / t5-base / gpt2 sizes (benchmarks/methods.py), a llama of gpt2's width and depth (grouped-query
     attention, gated MLP), or the tiny demo ones."""
     from models.demo import demo_assets
 
+    if given:
+        return Path(given)
     if tiny:
         return demo_assets(family).checkpoint
     if family != "llm":
@@ -175,12 +200,16 @@ def make_checkpoint(family: str, work: Path, tiny: bool) -> Path:
 
 
 # -- the comparison -----------------------------------------------------------------------------------------
-def compare(family: str, seeds: list[int], tiny: bool, work: Path, overrides: dict, on_seed=lambda summary: None):
+def compare(family: str, seeds: list[int], tiny: bool, work: Path, overrides: dict, on_seed=lambda summary: None,
+            checkpoint: str | None = None, with_zero_shot: bool = False):
     """Both trainers over `seeds`; `on_seed` gets the summary so far after each seed (a timeout keeps it)."""
     from models.demo import demo_assets
 
-    assets, checkpoint = demo_assets(family), make_checkpoint(family, work, tiny)
+    assets, checkpoint = demo_assets(family), make_checkpoint(family, work, tiny, checkpoint)
     runs = {"ours": [], "hf": []}
+    if with_zero_shot:
+        runs["zero_shot"] = [zero_shot(parity_config(family, checkpoint, seeds[0], **overrides), assets.dev)]
+        print(family, "zero-shot", json.dumps(runs["zero_shot"][0]), flush=True)
     for seed in seeds:
         config = parity_config(family, checkpoint, seed, **overrides)
         runs["ours"].append(run_ours(config, assets.train, assets.dev, work / f"ours-{family}-{seed}"))
@@ -195,8 +224,10 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], config: TrainConfig
         return sum(r[key] for r in runs[trainer]) / len(runs[trainer])
 
     ours, hf = mean("ours", "dev_loss"), mean("hf", "dev_loss")
-    return {"ours": ours, "hf": hf, "ours_rouge": mean("ours", "rouge"), "hf_rouge": mean("hf", "rouge"),
-            "loss_ratio": ours / hf, "within_tolerance": ours <= hf * (1 + TOLERANCE), "seeds": seeds,
+    speed = ({"ours_samples_per_s": mean("ours", "samples_per_s"), "hf_samples_per_s": mean("hf", "samples_per_s")}
+             if all("samples_per_s" in r for r in runs["ours"] + runs["hf"]) else {})
+    return {"ours": ours, "hf": hf, "ours_rouge": mean("ours", "rouge"), "hf_rouge": mean("hf", "rouge"), **speed,
+            "checkpoint": config.model.checkpoint, "loss_ratio": ours / hf, "within_tolerance": ours <= hf * (1 + TOLERANCE), "seeds": seeds,
             "method": config.method, "steps": runs["ours"][0]["steps"], "runs": runs, "config": config.to_flat()}
 
 
@@ -208,6 +239,8 @@ def main(argv=None) -> int:
                         help="a config override for both trainers, e.g. training.group_by_length=true")
     parser.add_argument("--label", default="", help="a suffix for the result's key (e.g. grouped)")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo checkpoints, for a CPU smoke run")
+    parser.add_argument("--checkpoint", help="a real model folder to train instead of random weights (one model)")
+    parser.add_argument("--zero-shot", action="store_true", help="also score the starting weights")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join earlier result files into --out")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -228,7 +261,8 @@ def main(argv=None) -> int:
             body["models"][key] = summary
             write_json(Path(args.out), stamp(body))
 
-        keep(compare(family, args.seeds, args.tiny, work, overrides, on_seed=keep))
+        keep(compare(family, args.seeds, args.tiny, work, overrides, on_seed=keep, checkpoint=args.checkpoint,
+                     with_zero_shot=args.zero_shot))
         m = body["models"][key]
         print(f"{key}: dev loss ours {m['ours']:.4f} hf {m['hf']:.4f} (x{m['loss_ratio']:.4f}), "
               f"ROUGE ours {m['ours_rouge']:.4f} hf {m['hf_rouge']:.4f}", flush=True)

@@ -1,4 +1,6 @@
 """Which modules LoRA wraps in each family, and the refusals that come before anything loads."""
+import sys
+
 import pytest
 import torch
 
@@ -48,3 +50,9 @@ def test_unsloth_without_the_extra_says_how_to_install_it():
         pass
     with pytest.raises(ConfigError, match=r"pip install 'sumsweep\[unsloth\]'"):
         check_method_possible("unsloth", has_cuda=True)
+
+
+def test_qlora_without_bitsandbytes_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"method 'qlora' needs bitsandbytes; install it with pip install"):
+        check_method_possible("qlora")
