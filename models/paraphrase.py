@@ -6,12 +6,13 @@ python -m models.paraphrase --model opus-mt-ko-en --back-model opus-mt-en-ko --t
 Each turn's text is rewritten apart from its speaker tag, so every turn keeps its place and its speaker. A
 causal LM (such as a folder scripts/install_llm.py installs) is prompted, in Korean for Korean data, to say
 the text in other words; a sequence-to-sequence model is given the text alone, and `--back-model` sends its
-output through a second one (translated out and back). A turn whose rewrite lost a `#...#` placeholder, came
-back in another language (Korean or not) or empty keeps its own text, and the run says how many did. The
-file, `NAME.paraphrased-KEY.csv` beside the training file (fname, dialogue, summary..., under our column
-names), is keyed by the rows, the model folders' contents and the generation settings: the same command
-again reuses it and generates nothing. Training mixes it in through
-`data.augment.paraphrase_file` and `data.augment.paraphrase_ratio` (models/augment.py).
+output through a second one (translated out and back). A turn whose rewrite lost a `#...#` placeholder or a
+word the row's summary takes from the turn (a name, a place, a date), came back in another language (Korean
+or not) or empty keeps its own text, and the run says how many did. The file, `NAME.paraphrased-KEY.csv`
+beside the training file (fname, dialogue, summary..., under our column names), is keyed by the rows, the
+model folders' contents and the generation settings: the same command again reuses it and generates nothing.
+Training mixes it in through `data.augment.paraphrase_file` and `data.augment.paraphrase_ratio`
+(models/augment.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import string
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,11 +31,12 @@ from models.augment import TAG, TURN
 from models.cli import quiet_libraries, run_cli
 from models.errors import CheckpointError, OutputError
 
-VERSION = 1  # part of the file's key: bump when the same settings would rewrite otherwise
+VERSION = 2  # part of the file's key: bump when the same settings would rewrite otherwise
 # A small LM asked in English answers in English: Korean data is asked in Korean.
 PROMPTS = {"ko": "다음 문장을 뜻은 그대로 두고 다른 말로 바꿔 쓰세요. #...# 표시는 그대로 두세요.\n문장: {text}\n바꾼 문장:",
            "en": "Rewrite the sentence in other words, keeping its meaning and any #...# placeholder.\n"
                  "Sentence: {text}\nRewritten:"}
+PUNCTUATION = string.punctuation + "·…“”‘’「」『』"
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 MAX_INPUT_TOKENS = 512  # a longer turn keeps its own text rather than be cut
 
@@ -48,21 +51,34 @@ def split_turn(line: str) -> tuple[str, str]:
     return (match.group(1), match.group(2).strip()) if match else ("", line.strip())
 
 
-def rewritten(dialogue: str, rewrites: dict[str, str]) -> tuple[str, int]:
-    """The dialogue with each turn's text replaced by its rewrite where that kept the text's `#...#` tags and
-    language (Korean or not), said something and did not run away, and how many turns kept their own text
-    instead."""
+def rewritten(dialogue: str, rewrites: dict[str, str], summary: str = "") -> tuple[str, int]:
+    """The dialogue with each turn's text replaced by its rewrite where that kept the text's `#...#` tags,
+    language (Korean or not) and the words `summary` takes from it, said something and did not run away, and
+    how many turns kept their own text instead."""
     lines, kept = [], 0
     for line in dialogue.strip().split("\n"):
         speaker, text = split_turn(line)
         new = clean(rewrites.get(text, ""))
         if (not text or not new or Counter(TAG.findall(new)) != Counter(TAG.findall(text))
-                or bool(HANGUL.search(new)) != bool(HANGUL.search(text)) or runaway(new, text)):
+                or bool(HANGUL.search(new)) != bool(HANGUL.search(text)) or runaway(new, text)
+                or lost_summary_word(new, text, summary)):
             kept += bool(text)
             lines.append(line)
         else:
             lines.append(f"{speaker}: {new}" if speaker else new)
     return "\n".join(lines), kept
+
+
+def lost_summary_word(new: str, text: str, summary: str) -> str | None:
+    """A word of the summary that the turn says and the rewrite dropped (a name, a place, a date): trained on,
+    such a rewrite teaches the model to state what its dialogue no longer holds. A summary word counts by its
+    longest stem of two or more characters found in the turn, so a Korean particle on either side still matches."""
+    for word in summary.split():
+        word = word.strip(PUNCTUATION)
+        stem = next((word[:n] for n in range(len(word), 1, -1) if word[:n] in text), None)
+        if stem and stem not in new:
+            return stem
+    return None
 
 
 def runaway(new: str, text: str) -> bool:
@@ -205,7 +221,7 @@ def paraphrase(rows: list[dict[str, str]], folders: list[Path], settings: dict,
     rewrites = {text: "" if fail else new for text, new, fail in zip(texts, current, failed)}
     out, kept = [], 0
     for row in rows:
-        dialogue, n = rewritten(row["dialogue"], rewrites)
+        dialogue, n = rewritten(row["dialogue"], rewrites, row.get("summary", ""))
         out.append({**row, "dialogue": dialogue})
         kept += n
     return out, kept, f"{device.type} ({str(dtype).removeprefix('torch.')}), {len(texts)} distinct turns"
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         unchanged = sum(a["dialogue"].strip() == b["dialogue"].strip() for a, b in zip(out, rows))
         took = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         print(f"paraphrased {len(rows)} dialogues with {' then '.join(f.name for f in folders)} in {took} on {how}; "
-              f"{kept} turns kept their own text (the rewrite lost a #...# tag, changed language or was empty), {unchanged} "
+              f"{kept} turns kept their own text (the rewrite lost a #...# tag or a word the summary uses, changed language or was empty), {unchanged} "
               f"dialogues came out unchanged\nwrote {path}")
     print(f"mix it into training: --set data.augment.paraphrase_file={path} --set data.augment.paraphrase_ratio=0.5")
     return 0

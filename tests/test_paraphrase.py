@@ -102,3 +102,21 @@ def test_a_bad_model_folder_or_data_file_is_one_line_and_writes_nothing(tmp_path
         code, _, err = run(["--model", str(model), "--train-data", str(data)], capsys)
         assert code == 2 and err.startswith("error: ") and err.strip().count("\n") == 0 and says in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "train.csv"]
+
+
+def test_a_rewrite_that_drops_what_the_summary_says_keeps_the_turns_own_text():
+    # Seen from Gemma 3 270M: the place and the deadline the summary names were rewritten away.
+    dialogue = ("#Person1#: 잠실역 2번 출구에서 만나요.\n"
+                "#Person2#: 과제는 내일까지 내야 돼요.\n"
+                "#Person1#: 네, 알겠어요.")
+    summary = "#Person1#과 #Person2#는 잠실역에서 만나기로 하고, 과제를 내일까지 내야 한다."
+    rewrites = {"잠실역 2번 출구에서 만나요.": "2번 출구에서 봐요.",  # the place is gone
+                "과제는 내일까지 내야 돼요.": "과제는 내일까지 꼭 내야 해요.",  # what the summary says kept
+                "네, 알겠어요.": "네, 잘 알겠습니다."}
+    assert paraphrase.lost_summary_word("2번 출구에서 봐요.", "잠실역 2번 출구에서 만나요.", summary) == "잠실역"
+    new, kept = paraphrase.rewritten(dialogue, rewrites, summary)
+    assert new == ("#Person1#: 잠실역 2번 출구에서 만나요.\n"
+                   "#Person2#: 과제는 내일까지 꼭 내야 해요.\n"
+                   "#Person1#: 네, 잘 알겠습니다.")
+    assert kept == 1
+    assert paraphrase.rewritten(dialogue, rewrites)[1] == 0  # without a summary nothing is asked of it
