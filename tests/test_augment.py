@@ -119,6 +119,11 @@ def test_a_missing_or_foreign_paraphrase_file_is_one_line(tmp_path):
     foreign = paraphrase_file(tmp_path / "other.csv", [{**r, "fname": f"other_{i}"} for i, r in enumerate(rows)])
     with pytest.raises(DataError, match="paraphrases none of the training rows"):
         Augment(AugmentConfig(paraphrase_file=str(foreign), paraphrase_ratio=1.0), seed=1)(rows)
+    # Same fnames, made from an earlier version of the data: its dialogues would be trained with other summaries.
+    edited = [{**r, "summary": r["summary"] + " 수정"} if i == 3 else r for i, r in enumerate(rows)]
+    stale = paraphrase_file(tmp_path / "stale.csv", rows)
+    with pytest.raises(DataError, match=rf"made from other data: 1 of its rows \(e.g. {edited[3]['fname']}\) have"):
+        Augment(AugmentConfig(paraphrase_file=str(stale), paraphrase_ratio=1.0), seed=1)(edited)
     with pytest.raises(ConfigError, match="data.augment.paraphrase_file"):
         TrainConfig().override({"data.augment.paraphrase_ratio": 0.5})
 
