@@ -227,7 +227,8 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], config: TrainConfig
     speed = ({"ours_samples_per_s": mean("ours", "samples_per_s"), "hf_samples_per_s": mean("hf", "samples_per_s")}
              if all("samples_per_s" in r for r in runs["ours"] + runs["hf"]) else {})
     return {"ours": ours, "hf": hf, "ours_rouge": mean("ours", "rouge"), "hf_rouge": mean("hf", "rouge"), **speed,
-            "checkpoint": config.model.checkpoint, "loss_ratio": ours / hf, "within_tolerance": ours <= hf * (1 + TOLERANCE), "seeds": seeds,
+            "checkpoint": config.model.checkpoint, "loss_ratio": ours / hf,
+            "within_tolerance": ours <= hf * (1 + TOLERANCE), "seeds": seeds,
             "method": config.method, "steps": runs["ours"][0]["steps"], "runs": runs, "config": config.to_flat()}
 
 
