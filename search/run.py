@@ -17,7 +17,7 @@ from search.space import SPACES_DIR, Space
 from search.storage import (DEFAULT_URL, GRACE_SECONDS, HEARTBEAT_SECONDS, STORAGE_ENV, check_url, default_url,
                             hide_passwords)
 from search.summary import print_report
-from search.workers import Workers, check_mps, cuda_mps
+from search.workers import Workers, check_gpus, check_mps, cuda_mps
 
 # This module imports nothing that imports torch: search/study.py does, and it is imported only once any
 # worker processes have started (search_with_workers says why).
@@ -142,11 +142,23 @@ def check_options(args) -> list[str]:
         raise ConfigError(f"--keep-top {args.keep_top} keeps no checkpoint, not even the best; use 1 or more")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed {args.seed} is negative; use 0 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout:g} leaves no time for a trial; give the seconds after which "
+                          "no new trial starts, e.g. --timeout 3600")
+    for option, value in (("--heartbeat", args.heartbeat), ("--grace-period", args.grace_period)):
+        if value < 1:
+            raise ConfigError(f"{option} {value} is no time; give whole seconds, 1 or more")
     check_url(args.storage)
     check_study_name(args.study)
     if args.space and "," in args.family:
         raise ConfigError("--space takes one family's file; run one --family with it")
-    gpus = args.gpus.split(",") if args.gpus else []
+    gpus = [gpu.strip() for gpu in args.gpus.split(",")] if args.gpus is not None else []
+    check_gpus(gpus, args.gpus)
+    if args.trials_per_gpu < 1:
+        raise ConfigError(f"--trials-per-gpu {args.trials_per_gpu} starts no worker; use 1 or more")
+    if args.trials_per_gpu > 1 and not gpus:
+        raise ConfigError(f"--trials-per-gpu {args.trials_per_gpu} shares GPUs between workers, so it needs --gpus, "
+                          "e.g. --gpus 0")
     check_gpus_per_trial(gpus, args.gpus_per_trial, args.trials_per_gpu)
     if args.mps:
         if not gpus:

@@ -54,6 +54,34 @@ def cpu_threads(processes: int) -> str:
     return str(max(1, (os.cpu_count() or 1) // processes))
 
 
+def check_gpus(gpus: list[str], text: str | None) -> None:
+    """--gpus' own mistakes: an empty entry, a GPU named twice, or an index past the GPUs the driver lists (such
+    a worker would see no GPU and train on the CPU, a hundred times slower, without a word)."""
+    if text is not None and (not gpus or "" in gpus):
+        raise ConfigError(f"--gpus '{text}' has an empty entry; list GPU indices like --gpus 0,1")
+    twice = next((gpu for i, gpu in enumerate(gpus) if gpu in gpus[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"--gpus {text} names GPU {twice} twice; for several workers on one GPU use "
+                          f"--gpus {twice} --trials-per-gpu 2")
+    count = gpus_on_this_machine()
+    past = [gpu for gpu in gpus if gpu.isdigit() and count is not None and int(gpu) >= count]
+    if past:
+        have = f"GPUs 0 to {count - 1}" if count > 1 else "GPU 0" if count == 1 else "no GPU"
+        raise ConfigError(f"--gpus {text}: this machine has {have} (nvidia-smi -L lists them); name those")
+
+
+def gpus_on_this_machine() -> int | None:
+    """How many GPUs NVIDIA's driver lists, or None where it cannot say (no driver: workers train on the CPU)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+    return len(lines) if listed.returncode == 0 else None
+
+
 def check_mps() -> None:
     if shutil.which(MPS_CONTROL) is None:
         raise ConfigError(f"--mps needs {MPS_CONTROL} (NVIDIA's driver utilities) on PATH; install them or drop --mps")

@@ -46,6 +46,13 @@ GOOD = "fname,dialogue,summary\na,#Person1#: 안녕하세요.,인사한다.\n"
 BAD_INPUTS = {
     "unknown family": (lambda p: ["--family", "bart2"], "unknown family 'bart2'"),
     "no trials": (lambda p: ["--trials", "0"], "--trials 0"),
+    "negative timeout": (lambda p: ["--demo", "--timeout", "-5"], "--timeout -5 leaves no time for a trial"),
+    "no heartbeat": (lambda p: ["--demo", "--heartbeat", "0"], "--heartbeat 0 is no time"),
+    "negative grace period": (lambda p: ["--demo", "--grace-period", "-1"], "--grace-period -1 is no time"),
+    "a GPU named twice": (lambda p: ["--demo", "--gpus", "0,0"], "--gpus 0 --trials-per-gpu 2"),
+    "an empty GPU entry": (lambda p: ["--demo", "--gpus", "0,,1"], "--gpus '0,,1' has an empty entry"),
+    "no worker per GPU": (lambda p: ["--demo", "--gpus", "0", "--trials-per-gpu", "0"], "--trials-per-gpu 0"),
+    "workers per GPU without GPUs": (lambda p: ["--demo", "--trials-per-gpu", "4"], "needs --gpus, e.g. --gpus 0"),
     "study name too long": (lambda p: ["--demo", "--study", "s" * 513], "--study is 513 characters long"),
     "empty study name": (lambda p: ["--demo", "--study", " "], "--study is empty"),
     "bare sqlite path": (lambda p: ["--storage", "studies.db"], "sqlite:///studies.db"),
@@ -254,3 +261,17 @@ def test_rows_left_out_for_an_empty_dialogue_are_counted_at_the_study_start(tmp_
     data, name = prepare(args, space)
     run_study(args, space, data, name, train_fn=fake_train)
     assert f"left out for an empty dialogue or summary: 3 rows of {train}, 0 of {data.val}" in capsys.readouterr().out
+
+
+def test_a_gpu_index_the_driver_does_not_list_is_refused(tmp_path, capsys, monkeypatch):
+    """A worker given a GPU that does not exist sees none and would train on the CPU without a word."""
+    fake = tmp_path / "bin" / "nvidia-smi"  # NVIDIA's tool as it answers on a two-GPU machine
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-b)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    code, err = run_main(["--storage", url, "--demo", "--gpus", "1,2"], capsys)
+    assert code == 2 and err.strip() == "error: --gpus 1,2: this machine has GPUs 0 to 1 (nvidia-smi -L lists them); name those"
+    assert not (tmp_path / "studies.db").exists()
