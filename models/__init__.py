@@ -30,7 +30,7 @@ _CONTRACT = {
     # data a user has, and the bundled demo
     "read_rows": "datafiles", "is_hub": "datafiles", "demo_assets": "demo", "DEMO_OVERRIDES": "demo",
     # a saved checkpoint: its config, its summaries, its ROUGE, its export
-    "read_metadata": "generate", "write_submission": "predict", "rouge": "metrics",
+    "read_metadata": "generate", "write_submission": "predict", "check_output_file": "predict", "rouge": "metrics",
     "export_checkpoint": "export", "hub_reachable": "hub",
     # ensembles of saved checkpoints: MBR voting and weight soups
     "checkpoint_candidates": "ensemble", "mbr_vote": "ensemble", "rouge_agreement": "ensemble",

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from models.cli import quiet_libraries, run_cli
+from models.errors import ConfigError, OutputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-beams", type=int, help="default: what the checkpoint was evaluated with")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    check_positive({"--batch-size": args.batch_size, "--num-beams": args.num_beams})
+    output = Path(args.output)
+    check_output_file(output)  # before the model generates for minutes
     quiet_libraries()
 
     import torch
@@ -45,22 +49,42 @@ def main(argv: list[str] | None = None) -> int:
                        need_summary=False, columns=columns)
     summaries = generate(model, tokenizer, family, split.features, num_beams=args.num_beams or t.num_beams,
                          max_new_tokens=t.generation_max_length, batch_size=args.batch_size, device=device)
-    output = Path(args.output)
     write_submission(output, split.fnames, summaries)
     skipped = f" ({split.skipped} rows with an empty dialogue skipped)" if split.skipped else ""
     print(f"wrote {len(summaries)} summaries to {output}{skipped}")
     return 0
 
 
+def check_positive(options: dict[str, int | None]) -> None:
+    for option, value in options.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value}: use 1 or more")
+
+
+def check_output_file(output: Path, option: str = "--output") -> None:
+    """A submission path that cannot take the file, refused before any work is done."""
+    if output.is_dir():
+        raise OutputError(f"{option} {output} is a folder; give a file name, e.g. {output / 'submission.csv'}")
+    folder = next(p for p in output.absolute().parents if p.exists())  # the nearest that exists
+    if not folder.is_dir():
+        raise OutputError(f"{option} {output}: {folder} is a file, not a folder; give a path in a folder")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{option} {output}: {folder} cannot be written in; give a path in a folder you can write")
+
+
 def write_submission(output: Path, fnames: list[str], summaries: list[str]) -> None:
     """`fname,summary` rows, written whole or not at all."""
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["fname", "summary"])
-        writer.writerows(zip(fnames, summaries))
-    tmp.replace(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["fname", "summary"])
+            writer.writerows(zip(fnames, summaries))
+        tmp.replace(output)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {output} ({err.strerror}); give a path in a folder you can write") from None
 
 
 if __name__ == "__main__":

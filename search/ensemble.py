@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from models import ConfigError, quiet_libraries, run_cli
+from models import ConfigError, check_output_file, quiet_libraries, run_cli
 from search.names import study_folder
 from search.objective import top_trials
 from search.storage import check_url, default_url, hide_passwords, open_storage, redact, study_names
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--top {args.top} is no ensemble; use 2 or more")
     if args.beams < 1:
         raise ConfigError(f"--beams {args.beams}: use 1 or more candidates per model")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: use 1 or more")
+    if args.test_data:
+        check_output_file(Path(args.output))  # before every kept model generates
     quiet_libraries()
     study = load_study(args.storage, args.study)
     metric = study.user_attrs.get("metric", "mean")

@@ -106,3 +106,27 @@ def test_train_predict_score_on_your_columns_in_other_formats(tmp_path, capsys):
     assert code == 2 and err == (f"error: {dev_tsv} has no column 'fname' or 'id', 'summary'; its columns are "
                                  "doc_id, text, highlights; map yours with --columns fname=COLUMN,summary=COLUMN "
                                  "(config key data.columns)\n")
+
+
+PREDICT_BAD_INPUTS = {
+    "output is a folder": (lambda p: ["--output", str(p)], "is a folder; give a file name"),
+    "output under a file": (lambda p: ["--output", str(p / "test.csv" / "s.csv")], "is a file, not a folder"),
+    "no batch": (lambda p: ["--batch-size", "0"], "--batch-size 0: use 1 or more"),
+    "no beams": (lambda p: ["--num-beams", "0"], "--num-beams 0: use 1 or more"),
+}
+
+
+@pytest.mark.parametrize("case", PREDICT_BAD_INPUTS, ids=list(PREDICT_BAD_INPUTS))
+def test_predict_refuses_an_output_or_setting_it_cannot_use_before_it_generates(case, tmp_path, capsys):
+    from models.demo import demo_assets
+
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("fname,dialogue\nt1,#Person1#: 안녕하세요.\n", encoding="utf-8")
+    checkpoint = demo_assets("bart").checkpoint
+    capsys.readouterr()  # what building the demo checkpoint printed, the first time
+    extra, expected = PREDICT_BAD_INPUTS[case]
+    code, out, err = run(predict.main, ["--checkpoint", str(checkpoint), "--family", "bart",
+                                        "--test-data", str(test_csv), "--output", str(tmp_path / "s.csv"),
+                                        *extra(tmp_path)], capsys)
+    assert code == 2 and err.startswith("error: ") and err.strip().count("\n") == 0 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.csv"]  # nothing written, not even a temporary file

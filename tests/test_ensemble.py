@@ -137,6 +137,22 @@ def test_ensemble_command_scores_both_ways_and_records_them(tiny_study, capsys):
     assert (Path(record["soup"]["checkpoint"]) / METADATA).is_file()  # models.predict loads it
 
 
+def test_ensemble_refuses_a_submission_path_it_cannot_write_before_any_model_generates(tiny_study, capsys):
+    from models.cli import run_cli
+    from search.ensemble import main
+
+    root, url, assets, dev = tiny_study
+    test = first_rows(assets.test, 5, root / "test.csv")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(["--study", "tiny", "--storage", url, "--top", "2", "--test-data", str(test),
+                              "--output", str(root), "--output-root", str(root / "outputs")]))
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.strip() == (f"error: --output {root} is a folder; give a file name, "
+                                                         f"e.g. {root / 'submission.csv'}")
+    assert "MBR" not in out
+
+
 def test_refit_trains_the_best_config_on_train_and_dev(tiny_study, capsys):
     from search.refit import main
 
