@@ -194,3 +194,23 @@ def test_sweep_agents_keep_the_top_k_checkpoints_asked_for(tmp_path, monkeypatch
                  "--keep-top", "3"]) == 0
     command = yaml.safe_load((tmp_path / "t5.yaml").read_text(encoding="utf-8"))["command"]
     assert command[command.index("--keep-top") + 1] == "3"
+
+
+@pytest.mark.parametrize("gpus, expected", [("0,2", "error: GPU 2: this machine has 2 GPU(s), 0 to 1"),
+                                            ("0,,1", "error: GPU_IDS '0,,1' has an empty entry"),
+                                            ("1,0", None)])
+def test_launch_agents_refuses_gpus_the_machine_does_not_have(gpus, expected, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200'\necho 'GPU 1: NVIDIA H200'\n")
+    (bin_dir / "wandb").write_text(f"#!/bin/sh\ntouch {tmp_path}/agent-started\n")  # must never be reached
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SUMSWEEP_AGENT_STAGGER": "0"}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "launch_agents.sh"), "me/sumsweep/abc123", gpus],
+                          env=env, capture_output=True, text=True, timeout=60)
+    if expected is None:  # GPUs it has: an agent each
+        assert done.returncode == 0 and (tmp_path / "agent-started").exists(), done.stderr
+        return
+    assert done.returncode == 2 and done.stderr.startswith(expected) and done.stderr.count("\n") == 1
+    assert not (tmp_path / "agent-started").exists()
