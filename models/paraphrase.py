@@ -71,8 +71,9 @@ def rewritten(dialogue: str, rewrites: dict[str, str], summary: str = "") -> tup
 
 def lost_summary_word(new: str, text: str, summary: str) -> str | None:
     """A word of the summary that the turn says and the rewrite dropped (a name, a place, a date): trained on,
-    such a rewrite teaches the model to state what its dialogue no longer holds. A summary word counts by its
-    longest stem of two or more characters found in the turn, so a Korean particle on either side still matches."""
+    such a rewrite teaches the model to state what its dialogue no longer holds. A summary word counts by
+    its longest stem of two or more characters found in the turn, so a Korean particle on either side still
+    matches."""
     for word in summary.split():
         word = word.strip(PUNCTUATION)
         stem = next((word[:n] for n in range(len(word), 1, -1) if word[:n] in text), None)
@@ -253,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     folders = [model_folder(path) for path in (args.model, args.back_model) if path]
     rows, _ = read_rows(args.train_data, need_summary=True, columns=args.columns)
     korean = sum(bool(HANGUL.search(row["dialogue"])) for row in rows) * 2 > len(rows)
-    settings = {"prompt": args.prompt or PROMPTS["ko" if korean else "en"], "temperature": args.temperature, "seed": args.seed,
-                "max_new_tokens": args.max_new_tokens}
+    settings = {"prompt": args.prompt or PROMPTS["ko" if korean else "en"], "temperature": args.temperature,
+                "seed": args.seed, "max_new_tokens": args.max_new_tokens}
     path = output_path(args.train_data, file_key(rows, [folder_digest(f) for f in folders], settings), args.out_dir)
     if path.is_file():
         print(f"reused {path}: made earlier from these {len(rows)} rows with the same model and settings; "
@@ -266,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         unchanged = sum(a["dialogue"].strip() == b["dialogue"].strip() for a, b in zip(out, rows))
         took = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
         print(f"paraphrased {len(rows)} dialogues with {' then '.join(f.name for f in folders)} in {took} on {how}; "
-              f"{kept} turns kept their own text (the rewrite lost a #...# tag or a word the summary uses, changed language or was empty), {unchanged} "
-              f"dialogues came out unchanged\nwrote {path}")
+              f"{kept} turns kept their own text (the rewrite lost a #...# tag or a word the summary uses, changed "
+              f"language or was empty), {unchanged} dialogues came out unchanged\nwrote {path}")
     print(f"mix it into training: --set data.augment.paraphrase_file={path} --set data.augment.paraphrase_ratio=0.5")
     return 0
 
