@@ -22,11 +22,17 @@ HUB = "hub:"
 IDENTIFIERS = ("fname", "id")  # the first the data has names its rows
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSON Lines", ".json": "JSON", ".parquet": "Parquet"}
 _BUILDERS = {"CSV": "csv", "TSV": "csv", "JSON Lines": "json", "JSON": "json", "Parquet": "parquet"}
-_LAYOUT = {"CSV": "a header row fname,dialogue,summary and data rows",
-           "TSV": "a header row of fname, dialogue and summary, tab-separated, and data rows",
-           "JSON Lines": "one JSON object a line, with fname, dialogue and summary",
-           "JSON": "a list of JSON objects with fname, dialogue and summary",
-           "Parquet": "a table with columns fname, dialogue and summary"}
+# What a file of each format needs, {columns} being the columns the reader needs of it.
+_LAYOUT = {"CSV": "a header row {columns} and data rows",
+           "TSV": "a header row of {columns}, tab-separated, and data rows",
+           "JSON Lines": "one JSON object a line, with {columns}",
+           "JSON": "a list of JSON objects with {columns}",
+           "Parquet": "a table with columns {columns}"}
+_TRAINING_COLUMNS = ("fname", "dialogue", "summary")
+
+
+def _layout(kind: str, need: tuple[str, ...] = _TRAINING_COLUMNS) -> str:
+    return _LAYOUT[kind].format(columns=",".join(need) if kind == "CSV" else ", ".join(need))
 _OURS = re.compile(r"fname|dialogue|summary(?:[2-9]|[1-9][0-9]+)?")
 _HUB_SOURCE = re.compile(r"hub:([^:]+)(?::([^:\[]+))?:([^:\[]+(?:\[[^\]]*\])?)")  # SPLIT may be a slice: train[:100]
 _FLAG = "--columns"
@@ -60,7 +66,7 @@ def read_table(source: str | Path, need: tuple[str, ...], columns: str = "") -> 
     them. A column in `need` that the data lacks is an error listing the columns it has. `columns`: the
     mapping, as parse_columns reads it."""
     mapping = parse_columns(columns)
-    dataset = _open(str(source))
+    dataset = _open(str(source), need)
     found = dataset.column_names
     names = _our_names(found, mapping)
     missing = [n for n in need if n not in names]
@@ -118,7 +124,7 @@ def _text(value: Any, source: str, column: str) -> str:
 # -- opening a source through `datasets` ----------------------------------------------------------
 
 
-def _open(source: str):
+def _open(source: str, need: tuple[str, ...] = _TRAINING_COLUMNS):
     """The source as one `datasets.Dataset`."""
     if is_hub(source):
         return _hub(source)
@@ -133,12 +139,12 @@ def _open(source: str):
                         "(the suffix names the format), or as a folder with save_to_disk")
     if kind == "Parquet":
         if path.stat().st_size == 0:
-            raise DataError(f"{path} is empty; it needs {_LAYOUT[kind]}")
-        return _load(path, kind)
+            raise DataError(f"{path} is empty; it needs {_layout(kind, need)}")
+        return _load(path, kind, need)
     text = _utf8(path)
     if not text.strip():
-        raise DataError(f"{path} is empty; it needs {_LAYOUT[kind]}")
-    return _csv(path, text, kind) if kind in ("CSV", "TSV") else _load(path, kind)
+        raise DataError(f"{path} is empty; it needs {_layout(kind, need)}")
+    return _csv(path, text, kind) if kind in ("CSV", "TSV") else _load(path, kind, need)
 
 
 def _utf8(path: Path) -> str:
@@ -166,14 +172,14 @@ def _csv(path: Path, text: str, kind: str):
     return _load(path, kind, sep=sep, na_filter=False, features=features)
 
 
-def _load(path: Path, kind: str, **options):
+def _load(path: Path, kind: str, need: tuple[str, ...] = _TRAINING_COLUMNS, **options):
     import datasets
     from datasets.exceptions import DatasetGenerationError
 
     try:
         return _read_local(datasets.load_dataset, _BUILDERS[kind], data_files=str(path), split="train", **options)
     except (DatasetGenerationError, ValueError, TypeError) as err:
-        fix = "check its quoting" if kind in ("CSV", "TSV") else f"it needs {_LAYOUT[kind]}"
+        fix = "check its quoting" if kind in ("CSV", "TSV") else f"it needs {_layout(kind, need)}"
         raise DataError(f"{path} is not a readable {kind} file ({_reason(err)}); {fix}") from None
 
 

@@ -102,6 +102,17 @@ def test_a_bad_file_in_any_format_is_one_line_naming_it(tmp_path, name, content,
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_an_empty_file_names_the_columns_its_reader_needs(tmp_path):
+    empty = tmp_path / "submission.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="it needs a header row fname,dialogue,summary and data rows"):
+        read_rows(empty, need_summary=True)  # training data
+    with pytest.raises(DataError, match="it needs a header row fname,dialogue and data rows"):
+        read_rows(empty, need_summary=False)  # test data
+    with pytest.raises(DataError, match="it needs a header row fname,summary and data rows"):
+        read_table(empty, ("fname", "summary"))  # predictions, as models.score reads them
+
+
 def test_a_missing_parquet_file_is_named(tmp_path):
     with pytest.raises(DataError, match="does not exist") as err:
         read_rows(tmp_path / "nope.parquet", need_summary=True)
