@@ -67,21 +67,21 @@ class Augment:
         differs (a row the model could not rewrite kept its own), in the rows' order."""
         path = self.settings.paraphrase_file
         found = read_paraphrases(path)
-        if not any(row["fname"] in found for row in rows):
+        fnames = {fname for fname, _ in found}
+        if not any(row["fname"] in fnames for row in rows):
             raise DataError(f"{path} paraphrases none of the training rows (no fname in common); make it from "
                             "this training data with python -m models.paraphrase --model FOLDER --train-data FILE")
         # A row's paraphrase is trained with the row's summary: one made from other data would mislabel it.
-        stale = [row["fname"] for row in rows if row["fname"] in found
-                 and found[row["fname"]]["summary"].strip() != row.get("summary", "").strip()]
+        stale = [row["fname"] for row in rows if row["fname"] in fnames and paraphrase_key(row) not in found]
         if stale:
             raise DataError(f"{path} was made from other data: {len(stale)} of its rows (e.g. {stale[0]}) have "
                             "another summary than the training row of that fname; make it again from this training "
                             "data with python -m models.paraphrase --model FOLDER --train-data FILE")
-        found = {fname: row["dialogue"] for fname, row in found.items()}
-        usable = [row for row in rows if found.get(row["fname"], row["dialogue"]).strip() != row["dialogue"].strip()]
+        usable = [row for row in rows
+                  if found.get(paraphrase_key(row), row["dialogue"]).strip() != row["dialogue"].strip()]
         rng = random.Random(f"{self.seed}:paraphrase")  # apart from the noise's draws: turning one on moves no other
         chosen = sorted(rng.sample(range(len(usable)), round(self.settings.paraphrase_ratio * len(usable))))
-        return [{**usable[i], "fname": f"{usable[i]['fname']}+para", "dialogue": found[usable[i]["fname"]],
+        return [{**usable[i], "fname": f"{usable[i]['fname']}+para", "dialogue": found[paraphrase_key(usable[i])],
                  "augmented": "paraphrase"} for i in chosen]
 
     def copy(self, row: dict[str, str], rng: random.Random, suffix: str) -> dict[str, str]:
@@ -144,15 +144,19 @@ class Turn:
         return done
 
 
-def read_paraphrases(path: str) -> dict[str, dict[str, str]]:
-    """{fname: {"dialogue": paraphrased dialogue, "summary": the summary it was made with}} of a file
-    python -m models.paraphrase wrote."""
+def paraphrase_key(row: dict[str, str]) -> tuple[str, str]:
+    """A row's fname and summary: what ties a paraphrase to its row, also where fnames repeat."""
+    return row["fname"], row.get("summary", "").strip()
+
+
+def read_paraphrases(path: str) -> dict[tuple[str, str], str]:
+    """{paraphrase_key: paraphrased dialogue} of a file python -m models.paraphrase wrote."""
     from models.datafiles import read_table
 
     if not Path(path).is_file():
         raise DataError(f"paraphrase file {path} does not exist; write it with python -m models.paraphrase "
                         "--model FOLDER --train-data FILE and set data.augment.paraphrase_file to the file it names")
-    return {row["fname"]: row for row in read_table(path, ("fname", "dialogue", "summary"))}
+    return {paraphrase_key(row): row["dialogue"] for row in read_table(path, ("fname", "dialogue", "summary"))}
 
 
 def _file_digest(path: str) -> str:

@@ -112,6 +112,16 @@ def test_paraphrases_add_a_seeded_share_of_the_training_rows_with_their_summarie
     assert len({Augment(NOISY, seed=1).key, Augment(noisy_and_half, seed=1).key, Augment(half, seed=1).key}) == 3
 
 
+def test_rows_that_share_an_fname_each_get_their_own_paraphrase(tmp_path):
+    # Data joined from two sources can repeat an fname; each row's paraphrase keeps the row's own summary.
+    rows = [{**r, "fname": "dup"} if i < 2 else r for i, r in enumerate(demo_rows(4))]
+    path = str(paraphrase_file(tmp_path / "train.paraphrased.csv", rows))
+    copies = Augment(AugmentConfig(paraphrase_file=path, paraphrase_ratio=1.0), seed=1)(rows)[len(rows):]
+    assert len(copies) == 4
+    for copy, original in zip(copies, rows):
+        assert copy["dialogue"] == original["dialogue"].replace(".", "!") and copy["summary"] == original["summary"]
+
+
 def test_a_missing_or_foreign_paraphrase_file_is_one_line(tmp_path):
     rows = demo_rows(5)
     with pytest.raises(DataError, match="does not exist; write it with python -m models.paraphrase"):
