@@ -1,6 +1,7 @@
 """models/data.py and models/datafiles.py: CSV validation, the tokenized-data cache, per-family tokenization,
 padding and batching (the other formats and the column mapping: tests/test_datafiles.py)."""
 import csv
+import json
 import random
 import statistics
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import models.data
-from models.data import LengthGroupedBatches, collate, load_split
+from models.data import LengthGroupedBatches, collate, load_split, tokenizer_digest
 from models.datafiles import read_rows
 from models.errors import DataError
 from models.families import FAMILIES
@@ -167,7 +168,7 @@ def test_second_load_reads_the_cache(tmp_path, tokenizers, monkeypatch):
     tokenizer, _ = tokenizers["bart"]
     path = write_csv(tmp_path / "train.csv", [row(i) for i in range(4)])
     first = load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
-    assert list((tmp_path / "cache").rglob("*.pt"))
+    assert list((tmp_path / "cache").rglob("*.json"))
 
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again although the cache holds this file")
@@ -176,6 +177,26 @@ def test_second_load_reads_the_cache(tmp_path, tokenizers, monkeypatch):
     second = load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
     assert second.features == first.features
     assert second.fnames == first.fnames and second.references == first.references
+
+
+def test_a_damaged_cache_file_is_tokenized_again(tmp_path, tokenizers):
+    tokenizer, _ = tokenizers["bart"]
+    path = write_csv(tmp_path / "train.csv", [row(i) for i in range(4)])
+    first = load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
+    cached, = (tmp_path / "cache").rglob("*.json")
+    cached.write_text('[{"input_ids": [0, 5', encoding="utf-8")  # cut short, as a full disk leaves it
+    again = load_split(path, tokenizer, FAMILIES["bart"], 64, 32, cache_dir=tmp_path / "cache")
+    assert again.features == first.features
+    assert json.loads(cached.read_text(encoding="utf-8")) == first.features
+
+
+def test_the_tokenizer_key_ignores_the_truncation_a_call_leaves_and_keeps_it(tokenizers):
+    tokenizer, _ = tokenizers["bart"]
+    before = tokenizer_digest(tokenizer)
+    tokenizer(["#Person1#: 안녕하세요."] * 2, truncation=True, max_length=4, padding=True)
+    left = tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding
+    assert tokenizer_digest(tokenizer) == before
+    assert (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding) == left
 
 
 def test_changed_file_or_length_makes_a_new_cache_entry(tmp_path, tokenizers, monkeypatch):
@@ -197,7 +218,7 @@ def test_changed_file_or_length_makes_a_new_cache_entry(tmp_path, tokenizers, mo
     shorter = load_split(path, tokenizer, FAMILIES["bart"], 12, 32, cache_dir=cache)
     assert len(calls) == 3
     assert max(len(f["input_ids"]) for f in shorter.features) <= 12
-    assert len(list(cache.rglob("*.pt"))) == 3
+    assert len(list(cache.rglob("*.json"))) == 3
 
 
 # -- per-family tokenization ----------------------------------------------------------------------
