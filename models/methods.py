@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -18,11 +19,35 @@ from models.hub import hub_reachable
 log = logging.getLogger(__name__)
 
 
+# The tokenizers loaded last, by checkpoint and the stamp of its files: every trial of a study loads the same
+# one, and Gemma's takes seconds to build. Two: the study's checkpoint and the trial's own best/ folder.
+_TOKENIZERS: OrderedDict[tuple, object] = OrderedDict()
+KEEP_TOKENIZERS = 2
+
+
 def load_tokenizer(checkpoint: str):
+    """The checkpoint's tokenizer, a pad token set where it has none. Loaded once for the same files: callers
+    share the object and must not change it (pass per-call options such as padding_side instead)."""
+    key = files_stamp(checkpoint)
+    if key in _TOKENIZERS:
+        _TOKENIZERS.move_to_end(key)
+        return _TOKENIZERS[key]
     tokenizer = load_pretrained(AutoTokenizer, checkpoint)
     if tokenizer.pad_token is None:  # GPT-2 ships no pad token; padded positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
+    _TOKENIZERS[key] = tokenizer
+    while len(_TOKENIZERS) > KEEP_TOKENIZERS:
+        _TOKENIZERS.popitem(last=False)
     return tokenizer
+
+
+def files_stamp(checkpoint: str) -> tuple:
+    """A local folder by its path and each file's name, size and modification time; a hub id by itself."""
+    folder = Path(checkpoint).expanduser()
+    if not folder.is_dir():
+        return (checkpoint,)
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+    return (str(folder.resolve()), *files)
 
 
 def load_pretrained(cls, checkpoint: str, **kwargs):

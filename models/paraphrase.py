@@ -108,7 +108,7 @@ class Rewriter:
         auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
         self.model = load_pretrained(auto, str(folder), dtype=self.dtype).to(device).eval()
         self.tokenizer = load_tokenizer(str(folder))
-        self.tokenizer.padding_side = "left" if self.causal else "right"  # a causal LM continues its prompt
+        self.padding_side = "left" if self.causal else "right"  # a causal LM continues its prompt
         self.chat = self.causal and bool(getattr(self.tokenizer, "chat_template", None))
         self.device, self.prompt, self.temperature, self.max_new_tokens = device, prompt, temperature, max_new_tokens
 
@@ -135,7 +135,7 @@ class Rewriter:
             for start in range(0, len(order), batch_size):
                 rows = order[start: start + batch_size]
                 batch = self.tokenizer(self.inputs([texts[i] for i in rows]), padding=True, return_tensors="pt",
-                                       add_special_tokens=not self.chat).to(self.device)
+                                       padding_side=self.padding_side, add_special_tokens=not self.chat).to(self.device)
                 new = self.model.generate(**batch, max_new_tokens=min(self.max_new_tokens, 2 * lengths[rows[-1]] + 8),
                                           pad_token_id=self.tokenizer.pad_token_id, **sampling)
                 if self.causal:

@@ -1,4 +1,6 @@
 """Which modules LoRA wraps in each family, and the refusals that come before anything loads."""
+import os
+import shutil
 import sys
 
 import pytest
@@ -56,3 +58,16 @@ def test_qlora_without_bitsandbytes_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"method 'qlora' needs bitsandbytes; install it with pip install"):
         check_method_possible("qlora")
+
+
+def test_a_tokenizer_is_loaded_once_until_its_files_change(tmp_path):
+    from models.demo import demo_assets
+    from models.methods import load_tokenizer
+
+    folder = tmp_path / "tok"
+    shutil.copytree(demo_assets("bart").checkpoint, folder)
+    first = load_tokenizer(str(folder))
+    assert load_tokenizer(str(folder)) is first  # each trial of a study: not built again
+    os.utime(folder / "tokenizer.json", ns=(0, 10 ** 18))  # written again, as a trial's best/ folder is
+    again = load_tokenizer(str(folder))
+    assert again is not first and again("안녕하세요")["input_ids"] == first("안녕하세요")["input_ids"]
