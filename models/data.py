@@ -7,6 +7,7 @@ import json
 import os
 import random
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def load_split(source: str | Path, tokenizer, family: Family, max_source: int, m
     refs = [[ref.strip() for ref in read_references(r)] for r in rows] if need_summary else []
     targets = [r[0] for r in refs] if need_summary else None
     key = _cache_key(dialogues, targets, tokenizer, family, max_source, max_target)
-    # JSON: lists of token ids load about ten times faster this way than through torch.load's safe unpickler,
-    # and every trial loads its splits.
+    # JSON: lists of token ids load far faster than through torch.load's safe unpickler, and every trial
+    # loads its splits.
     cache = (cache_dir or default_cache_dir()) / "tokenized" / f"{key}.json"
     features = _read_cache(cache)
     if features is None:
@@ -119,7 +120,9 @@ def _cache_key(dialogues: list[str], targets: list[str] | None, tokenizer, famil
     """Keyed by the texts tokenized, not by a file: the same rows hit the cache in any format or column naming."""
     digest = hashlib.sha256()
     digest.update(json.dumps([dialogues, targets], ensure_ascii=False).encode())
-    digest.update(tokenizer_digest(tokenizer).encode())
+    if tokenizer not in _TOKENIZER_DIGESTS:  # a study's tokenizer is one shared object (methods.load_tokenizer)
+        _TOKENIZER_DIGESTS[tokenizer] = tokenizer_digest(tokenizer)
+    digest.update(_TOKENIZER_DIGESTS[tokenizer].encode())
     digest.update(repr((family.kind, family.prefix, family.separator, max_source, max_target, targets is not None,
                         tokenizer.eos_token_id, tokenizer.pad_token_id,
                         _adds_bos(tokenizer))).encode())
@@ -188,6 +191,9 @@ class LengthGroupedBatches(RandomBatches):
             batches += [chunk[i: i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
         return batches
+
+
+_TOKENIZER_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # each split of each trial asks
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -46,8 +46,8 @@ def files_stamp(checkpoint: str) -> tuple:
     folder = Path(checkpoint).expanduser()
     if not folder.is_dir():
         return (checkpoint,)
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
-    return (str(folder.resolve()), *files)
+    stats = ((f.name, f.stat()) for f in folder.iterdir() if f.is_file())
+    return (str(folder.resolve()), *sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
 def load_pretrained(cls, checkpoint: str, **kwargs):
