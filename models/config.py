@@ -29,6 +29,7 @@ METRICS = ("mean", "rouge1", "rouge2", "rougeL")  # maximized; mean is that of t
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMPILE = ("auto", "always", "never")
+MERGE = ("auto", "always", "never")
 
 
 @dataclass
@@ -54,6 +55,8 @@ class TrainingConfig:
     group_by_length: bool = False  # batches of similar lengths: less padding, but it learned worse in our runs
     compile: str = "auto"  # torch.compile the model; auto: where it pays (models/compiling.py)
     cuda_graphs: bool = True  # a compiled step on one GPU replays as a CUDA graph (models/compiling.py)
+    # A step's accumulated micro-batches run as fewer, larger ones: the same rows and loss, fewer launches.
+    merge_micro_batches: str = "auto"  # auto: on a GPU, as far as its memory allows (models/micro_batches.py)
     max_source_length: int = 512
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training
@@ -194,6 +197,7 @@ class TrainConfig:
             (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
             (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
             (t.compile in COMPILE, "training.compile", f"use one of {', '.join(COMPILE)}"),
+            (t.merge_micro_batches in MERGE, "training.merge_micro_batches", f"use one of {', '.join(MERGE)}"),
             (t.metric in METRICS, "training.metric", f"use one of {', '.join(METRICS)}"),
             (t.rouge_tokenize in TOKENIZERS, "training.rouge_tokenize", f"use one of {', '.join(TOKENIZERS)}"),
             (t.batch_size >= 1, "training.batch_size", "use 1 or more"),

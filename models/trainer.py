@@ -38,6 +38,7 @@ from models.families import Family, get_family
 from models.generate import generate, save_checkpoint
 from models.methods import build_model
 from models.metrics import rouge
+from models.micro_batches import memory_probe, rows_per_pass
 from models.progress import LINE_SECONDS, Progress
 from models.schedules import lr_schedule
 from models.steps import accumulation_windows, batch_maker, forward_loss, scored_tokens
@@ -63,6 +64,7 @@ class Result:
     save_seconds: float = 0.0  # writing the best checkpoint and freeing the model, after the last step
     first_step_seconds: float = 0.0  # the first optimizer step: compiling, when `compiled`, happens here
     compiled: bool = False
+    rows_per_pass: int = 0  # rows in each forward pass: the config's batch_size, or its step's micro-batches merged
     evals: list[dict[str, float]] = field(default_factory=list)
     oom_retries: list[str] = field(default_factory=list)  # what ran out of memory before this run fitted
 
@@ -107,7 +109,7 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
             result = _train_once(config, train_path, val_path, output_dir, report, progress, label, progress_seconds,
                                  keep_checkpoint)
         except torch.OutOfMemoryError as err:
-            reason = str(err).splitlines()[0]
+            reason, rows = str(err).splitlines()[0], getattr(err, "rows_per_pass", config.training.batch_size)
         except BaseException as err:
             # The traceback's frames hold the model, optimizer and batches, and the caller may keep
             # the exception (Optuna keeps a failed trial's): free them now, not after the next trial.
@@ -122,14 +124,17 @@ def train(config: TrainConfig, train_path: str | Path, val_path: str | Path, out
         if world_size() > 1:  # the other processes are inside a collective and cannot follow a retry
             raise OutOfMemory(f"out of memory in one of {world_size()} processes of a data-parallel trial ({reason}); "
                               "it is not retried with a smaller batch there: lower training.batch_size")
-        if t.batch_size == 1:
+        if rows == 1:
             raise OutOfMemory(f"out of memory at per-device batch 1 after {len(retries)} retries ({reason}); "
                               "use a smaller model, QLoRA, gradient checkpointing or shorter max lengths")
-        retries.append(f"batch {t.batch_size} x accumulation {t.gradient_accumulation_steps} ran out of memory "
-                       f"({reason}); retrying with batch {t.batch_size // 2}")
+        step_rows = t.batch_size * t.gradient_accumulation_steps
+        retries.append(f"batch {rows} x accumulation {step_rows // rows} ran out of memory ({reason}); "
+                       f"retrying with batch {rows // 2}")
         log.warning(retries[-1])
-        config = config.override({"training.batch_size": t.batch_size // 2,
-                                  "training.gradient_accumulation_steps": t.gradient_accumulation_steps * 2})
+        # Half the rows that ran out, not merged again: the step keeps its rows (up to rounding of odd sizes).
+        config = config.override({"training.batch_size": rows // 2,
+                                  "training.gradient_accumulation_steps": 2 * step_rows // rows,
+                                  "training.merge_micro_batches": "never"})
 
 
 class OutOfMemory(RuntimeError):
@@ -160,10 +165,14 @@ def _train_once(config: TrainConfig, train_path: str | Path, val_path: str | Pat
                 report: Report | None, progress: bool, label: str | None, progress_seconds: float,
                 keep_checkpoint: KeepCheckpoint | None = None) -> Result:
     recipe = Recipe(config, Path(output_dir))
-    recipe.setup(train_path, val_path)
-    shown = Progress(label or model_name(config.model.checkpoint), recipe.total_steps,
-                     enabled=progress and recipe.accelerator.is_main_process, interval=progress_seconds)
-    recipe.train(report, shown)
+    try:
+        recipe.setup(train_path, val_path)
+        shown = Progress(label or model_name(config.model.checkpoint), recipe.total_steps,
+                         enabled=progress and recipe.accelerator.is_main_process, interval=progress_seconds)
+        recipe.train(report, shown)
+    except torch.OutOfMemoryError as err:
+        err.rows_per_pass = recipe.rows_per_pass  # what the retry halves: the config's batch, or a merged one
+        raise
     return recipe.finish(shown, keep_checkpoint)
 
 
@@ -174,6 +183,7 @@ class Recipe:
         self.config, self.output_dir, self.family = config, output_dir, get_family(config.model.architecture)
         # What the loop has done: its steps, its evals and the best of them, whether the search stopped it.
         self.step, self.evals, self.best_value, self.best_step, self.stopped = 0, [], -math.inf, 0, False
+        self.rows_per_pass = config.training.batch_size  # until `setup` merges the step's micro-batches
         self.eval_seconds = self.first_step_seconds = 0.0
 
     def setup(self, train_path: str | Path, val_path: str | Path) -> None:
@@ -202,29 +212,35 @@ class Recipe:
             torch.backends.cuda.enable_cudnn_sdp(False)
 
         self.make_batch = batch_maker(model, family, self.tokenizer.pad_token_id)
-        batches = (LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], t.batch_size, t.seed)
-                   if t.group_by_length else RandomBatches(len(train_split), t.batch_size, t.seed))
-        loader = DataLoader(train_split.features, batch_sampler=batches, pin_memory=torch.cuda.is_available(),
-                            collate_fn=self.make_batch)
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]  # not biases or norms
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=t.learning_rate, fused=device.type == "cuda")
-        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.unwrapped = without_autocast_wrapper(self.model)
+        # The step's rows in fewer, larger batches where the GPU has room; rank 0's choice binds every rank.
+        fits = memory_probe(self.unwrapped, train_split.features, self.make_batch, forward_loss, family.is_causal,
+                            t.label_smoothing, device, accelerator.autocast)
+        self.rows_per_pass = share(rows_per_pass(config, device, fits))
+        self.accumulation = t.batch_size * t.gradient_accumulation_steps // self.rows_per_pass
+        batches = (LengthGroupedBatches([len(f["input_ids"]) for f in train_split.features], self.rows_per_pass,
+                                        t.seed)
+                   if t.group_by_length else RandomBatches(len(train_split), self.rows_per_pass, t.seed))
+        self.loader = accelerator.prepare(DataLoader(train_split.features, batch_sampler=batches,
+                                                     pin_memory=torch.cuda.is_available(), collate_fn=self.make_batch))
         self.total_steps = config.optimizer_steps(len(train_split), accelerator.num_processes)
         # A prepared scheduler steps once per process at every optimizer step, hence the factor.
         self.scheduler = accelerator.prepare(lr_schedule(
             t.scheduler, self.optimizer, warmup_steps(t.warmup_ratio, self.total_steps) * accelerator.num_processes,
             self.total_steps * accelerator.num_processes))
-        self.unwrapped = without_autocast_wrapper(self.model)
         self.writer = SummaryWriter(str(self.output_dir / "logs")) if accelerator.is_main_process else None
         if self.writer:
             self.writer.add_text("config", json.dumps(config.to_flat(), indent=1))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
-        self.compiled = should_compile(config, device, self.total_steps * t.gradient_accumulation_steps)
+        self.compiled = should_compile(config, device, self.total_steps * self.accumulation)
         self.train_loss, self.smoothing, self.cuda_graphs = forward_loss, t.label_smoothing, False
         if self.compiled:
             without_layerdrop(self.unwrapped)
@@ -242,7 +258,7 @@ class Recipe:
         started = time.perf_counter()
         self.model.train()
         while self.step < self.total_steps and not self.stopped:
-            for micro_batches in accumulation_windows(self.loader, t.gradient_accumulation_steps):
+            for micro_batches in accumulation_windows(self.loader, self.accumulation):
                 loss = self.optimizer_step(micro_batches)
                 self.step += 1
                 samples = sum(len(b["input_ids"]) for b in micro_batches) * self.accelerator.num_processes
@@ -361,7 +377,8 @@ class Recipe:
                         peak_memory_gb=self.peak_memory_gb, checkpoint=str(best_dir) if best_dir.is_dir() else None,
                         samples_per_second=self.samples_per_second, setup_seconds=self.setup_seconds,
                         save_seconds=save_seconds,
-                        first_step_seconds=self.first_step_seconds, compiled=self.compiled, evals=self.evals)
+                        first_step_seconds=self.first_step_seconds, compiled=self.compiled,
+                        rows_per_pass=self.rows_per_pass, evals=self.evals)
         if self.writer:
             self.writer.close()
             write_results(result, self.config, self.output_dir / "results")
@@ -425,7 +442,8 @@ def write_results(result: Result, config: TrainConfig, folder: Path) -> None:
         f"steps trained: {result.steps}{' (stopped early)' if result.stopped_early else ''}",
         f"train seconds: {result.train_seconds:.1f}   eval seconds: {result.eval_seconds:.1f}   "
         f"setup seconds: {result.setup_seconds:.1f}",
-        f"throughput: {result.samples_per_second:.1f} samples/s{' (compiled)' if result.compiled else ''}",
+        f"throughput: {result.samples_per_second:.1f} samples/s{' (compiled)' if result.compiled else ''}, "
+        f"{result.rows_per_pass} rows a forward pass",
         f"peak memory: {result.peak_memory_gb:.2f} GiB",
         "",
         "Best Metrics",

@@ -153,7 +153,8 @@ class Objective:
         for key, value in result.metrics.items():
             record(key, value)
         for key in ("train_seconds", "eval_seconds", "peak_memory_gb", "steps", "checkpoint", "oom_retries",
-                    "samples_per_second", "setup_seconds", "save_seconds", "first_step_seconds", "compiled"):
+                    "samples_per_second", "setup_seconds", "save_seconds", "first_step_seconds", "compiled",
+                    "rows_per_pass"):
             record(key, getattr(result, key))
         if self.wandb:
             self.wandb.finish("pruned" if result.stopped_early else "complete",
