@@ -61,7 +61,7 @@ class TrainingConfig:
     max_target_length: int = 128
     eval_steps: int = 200  # also evaluated at the end of training
     eval_subset: int = 200  # dev rows generated at intermediate evals; the final eval uses all
-    eval_batch_size: int = 64  # generation's time goes by batches: fewer, larger ones evaluate faster
+    eval_batch_size: int = 64  # rows a generation batch takes: fewer, larger ones evaluate faster
     num_beams: int = 4
     generation_max_length: int = 100
     metric: str = "mean"  # rouge1 | rouge2 | rougeL | mean, maximized

@@ -11,19 +11,22 @@ from models.config import TrainConfig
 from models.data import Split
 from models.generate import generate, load_checkpoint
 from models.metrics import rouge
-from models.steps import forward_loss
+from models.steps import forward_loss, scored_tokens
 
 
 @torch.inference_mode()
 def eval_loss(model, features: list[dict], make_batch: Callable, causal: bool, batch_size: int,
               device: torch.device, autocast: Callable[[], ContextManager]) -> float:
-    """The mean of the batches' losses, without label smoothing, under the training step's autocast."""
-    losses = []
+    """The loss per summary token, without label smoothing, under the training step's autocast. `batch_size`
+    rows a pass: its logits (a vocabulary-wide fp32 row per token) are what a pass's memory goes to."""
+    total, tokens = 0.0, 0
     for start in range(0, len(features), batch_size):
         batch = send_to_device(make_batch(features[start: start + batch_size]), device)
         with autocast():
-            losses.append(forward_loss(model, batch, causal, smoothing=0.0).item())
-    return sum(losses) / len(losses)
+            loss = forward_loss(model, batch, causal, smoothing=0.0)
+        count = scored_tokens(batch, causal).item()
+        total, tokens = total + loss.item() * count, tokens + count
+    return total / max(tokens, 1)
 
 
 def score_checkpoint(folder: Path, split: Split, device: torch.device, config: TrainConfig,

@@ -328,13 +328,17 @@ class Recipe:
         t, model, started = self.config.training, self.unwrapped, time.perf_counter()
         features, references = self.dev.features[:self.eval_rows], self.dev.references[:self.eval_rows]
         model.eval()
+        # The loss takes the training pass's rows: on Gemma's 262,144-word vocabulary, 64 rows' fp32 logits
+        # were one 12 GiB allocation, more than a training step's, and four trials sharing a GPU ran out.
         metrics = {"eval_loss": eval_loss(model, features, self.make_batch, self.family.is_causal,
-                                          t.eval_batch_size, self.device, self.accelerator.autocast)}
+                                          self.rows_per_pass, self.device, self.accelerator.autocast)}
         with progress.evaluating(len(features)) as on_rows:
             summaries = generate(model, self.tokenizer, self.family, features, num_beams=t.num_beams,
                                  max_new_tokens=t.generation_max_length, batch_size=t.eval_batch_size,
                                  device=self.device, on_rows=on_rows)
         model.train()
+        if self.device.type == "cuda":  # the eval's peak goes back to the GPU, for trials that share it
+            torch.cuda.empty_cache()
         metrics.update(rouge(summaries, references, t.rouge_tokenize))
         metrics["eval_seconds"] = time.perf_counter() - started
         # Under `accelerate launch` every rank evaluates; rank 0's figures decide for all, so no rank

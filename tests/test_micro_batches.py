@@ -99,3 +99,29 @@ def test_the_memory_probe_batch_is_at_least_as_large_as_any_training_batch(famil
             if isinstance(tensor, torch.Tensor):
                 assert tensor.shape[1] <= probe[key].shape[1], key
         assert batch.get("logits_to_keep", 0) <= probe.get("logits_to_keep", 0)
+
+
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_the_eval_loss_is_per_summary_token_whatever_the_batching(family, tiny_config):
+    from contextlib import nullcontext
+
+    from models.evaluation import eval_loss
+
+    config, assets = tiny_config(family)
+    fam = get_family(family)
+    model, tokenizer, _ = build_model(config, fam, CPU, torch.float32)
+    features = load_split(assets.dev, tokenizer, fam, 512, 128).features[:13]
+    make = batch_maker(model, fam, tokenizer.pad_token_id)
+    losses = [eval_loss(model.eval(), features, make, fam.is_causal, rows, CPU, nullcontext) for rows in (1, 4, 13)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) == pytest.approx(losses[2], rel=1e-5)
+
+
+def test_the_eval_loss_takes_the_training_pass_rows_not_the_generation_batch(tiny_config, tmp_path, monkeypatch):
+    """A vocabulary-wide fp32 logit row per token: 64 rows of Gemma's were a 12 GiB allocation."""
+    config, assets = tiny_config("gpt2", training__batch_size=2, training__gradient_accumulation_steps=4,
+                                 training__merge_micro_batches="always", training__eval_batch_size=64,
+                                 training__max_steps=4, training__eval_steps=4)
+    real, seen = trainer.eval_loss, []
+    monkeypatch.setattr(trainer, "eval_loss", lambda *args: seen.append(args[4]) or real(*args))
+    trainer.train(config, assets.train, assets.dev, tmp_path, progress=False)
+    assert seen == [8]
