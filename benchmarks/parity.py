@@ -11,7 +11,7 @@ Goal: our dev loss mean within 1% of HF's, or lower.
 
     python3 benchmarks/parity.py --out benchmarks/results/parity.json                  # on the GPU
     python3 benchmarks/parity.py --tiny --models bart,gpt2 --seeds 0 --out /tmp/p.json # CPU smoke run
-    python3 benchmarks/parity.py --merge a.json b.json --out benchmarks/results/parity.json
+    python3 benchmarks/parity.py --merge a.json b.json --out benchmarks/results/parity.json   # seeds of a model joined
     python3 benchmarks/parity.py --models llm --checkpoint checkpoints/gemma3-270m --zero-shot --seeds 0 --out g.json
 
 `--checkpoint` trains a real pretrained model instead of random weights; `--zero-shot` also scores the starting
@@ -220,6 +220,16 @@ def compare(family: str, seeds: list[int], tiny: bool, work: Path, overrides: di
 
 
 def summarize(runs: dict[str, list[dict]], seeds: list[int], config: TrainConfig) -> dict:
+    return summary(runs, seeds, config.model.checkpoint, config.method, config.to_flat())
+
+
+def joined(a: dict, b: dict) -> dict:
+    """Two summaries of one model (the same config, other seeds) as one."""
+    runs = {k: a["runs"].get(k, []) + (b["runs"].get(k, []) if k != "zero_shot" else []) for k in a["runs"]}
+    return summary(runs, a["seeds"] + b["seeds"], a["checkpoint"], a["method"], a["config"])
+
+
+def summary(runs: dict[str, list[dict]], seeds: list[int], checkpoint: str, method: str, config: dict) -> dict:
     def mean(trainer: str, key: str) -> float:
         return sum(r[key] for r in runs[trainer]) / len(runs[trainer])
 
@@ -227,9 +237,9 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], config: TrainConfig
     speed = ({"ours_samples_per_s": mean("ours", "samples_per_s"), "hf_samples_per_s": mean("hf", "samples_per_s")}
              if all("samples_per_s" in r for r in runs["ours"] + runs["hf"]) else {})
     return {"ours": ours, "hf": hf, "ours_rouge": mean("ours", "rouge"), "hf_rouge": mean("hf", "rouge"), **speed,
-            "checkpoint": config.model.checkpoint, "loss_ratio": ours / hf,
+            "checkpoint": checkpoint, "loss_ratio": ours / hf,
             "within_tolerance": ours <= hf * (1 + TOLERANCE), "seeds": seeds,
-            "method": config.method, "steps": runs["ours"][0]["steps"], "runs": runs, "config": config.to_flat()}
+            "method": method, "steps": runs["ours"][0]["steps"], "runs": runs, "config": config}
 
 
 def main(argv=None) -> int:
@@ -249,7 +259,10 @@ def main(argv=None) -> int:
 
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
-        merged = {"models": {k: v for p in parts for k, v in p["models"].items()},
+        models: dict[str, dict] = {}
+        for key, model in ((k, v) for p in parts for k, v in p["models"].items()):
+            models[key] = joined(models[key], model) if key in models else model  # a model's seeds, joined
+        merged = {"models": models,
                   "parts": [{k: p[k] for k in ("command", "date", "device", "commit") if k in p} for p in parts]}
         write_json(Path(args.out), {**merged, "tolerance": TOLERANCE})
         return 0
