@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from models.errors import CheckpointError
 from models.families import FAMILIES, Family, get_family
 from models.methods import load_pretrained, load_tokenizer
 
+log = logging.getLogger(__name__)
 METADATA = "sumsweep.json"  # written beside every saved checkpoint: family and config it was trained with
 
 
@@ -31,21 +33,33 @@ def generate_candidates(model, tokenizer, family: Family, features: list[dict[st
                         num_return: int, max_new_tokens: int, batch_size: int, device: torch.device,
                         on_rows: Callable[[int], object] | None = None) -> list[list[str]]:
     """The `num_return` best beams of each feature row, best first, rows in order (an ensemble votes over
-    them). Rows are batched by length so batches carry little padding."""
+    them). Rows are batched by length so batches carry little padding. A batch that runs out of GPU memory
+    is tried again halved, and the rest go at that size: what was generated is kept."""
     key = "prompt_ids" if family.is_causal else "input_ids"
     order = sorted(range(len(features)), key=lambda i: len(features[i][key]))
     summaries: list[list[str]] = [[] for _ in features]
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
+    start = 0
+    while start < len(order):
         rows = order[start: start + batch_size]
         # Causal models continue the prompt, so prompts are left-padded to end at the same column.
         batch = collate([{"input_ids": features[i][key]} for i in rows], tokenizer.pad_token_id,
                         left_pad=family.is_causal)
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model.generate(**batch, num_beams=max(num_beams, num_return), num_return_sequences=num_return,
-                             max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        try:
+            out = model.generate(**batch, num_beams=max(num_beams, num_return), num_return_sequences=num_return,
+                                 max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        except torch.OutOfMemoryError:
+            if len(rows) == 1:
+                raise
+            out = None
+        if out is None:  # outside the handler, whose traceback held the failed batch's tensors
+            batch_size = len(rows) // 2
+            log.warning("generating %d rows at a time ran out of GPU memory; going on with %d", len(rows), batch_size)
+            torch.cuda.empty_cache()
+            continue
         if family.is_causal:
             out = out[:, batch["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -53,6 +67,7 @@ def generate_candidates(model, tokenizer, family: Family, features: list[dict[st
             summaries[i] = [text.strip() for text in texts[n * num_return: (n + 1) * num_return]]
         if on_rows:
             on_rows(len(rows))
+        start += len(rows)
     model.train(was_training)
     return summaries
 

@@ -125,3 +125,25 @@ def test_the_eval_loss_takes_the_training_pass_rows_not_the_generation_batch(tin
     monkeypatch.setattr(trainer, "eval_loss", lambda *args: seen.append(args[4]) or real(*args))
     trainer.train(config, assets.train, assets.dev, tmp_path, progress=False)
     assert seen == [8]
+
+
+def test_a_generation_batch_that_runs_out_of_memory_is_halved_and_nothing_is_lost(tiny_config):
+    from models.generate import generate
+
+    config, assets = tiny_config("gpt2")
+    fam = get_family("gpt2")
+    model, tokenizer, _ = build_model(config, fam, CPU, torch.float32)
+    features = load_split(assets.dev, tokenizer, fam, 512, 128).features[:10]
+    real_generate, sizes = model.generate, []
+
+    def fits_4_rows(**batch):
+        sizes.append(len(batch["input_ids"]))
+        if len(batch["input_ids"]) > 4:  # as a smaller GPU would
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(**batch)
+
+    options = dict(num_beams=1, max_new_tokens=8, device=CPU)
+    expected = generate(model, tokenizer, fam, features, batch_size=2, **options)
+    model.generate = fits_4_rows
+    assert generate(model, tokenizer, fam, features, batch_size=16, **options) == expected
+    assert sizes == [10, 5, 2, 2, 2, 2, 2]  # halved until it fitted, then the rest at that size
