@@ -30,6 +30,9 @@ SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 COMPILE = ("auto", "always", "never")
 MERGE = ("auto", "always", "never")
+CHOICES = {"model.architecture": FAMILIES, "training.scheduler": SCHEDULERS, "training.precision": PRECISIONS,
+           "training.compile": COMPILE, "training.merge_micro_batches": MERGE, "training.metric": METRICS,
+           "training.rouge_tokenize": TOKENIZERS}  # the keys that take one of a few words
 
 
 @dataclass
@@ -193,13 +196,7 @@ class TrainConfig:
     def validate(self, source: str = "config") -> None:
         t, q, a = self.training, self.qlora, self.data.augment
         checks = [
-            (self.model.architecture in FAMILIES, "model.architecture", f"use one of {', '.join(FAMILIES)}"),
-            (t.scheduler in SCHEDULERS, "training.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
-            (t.precision in PRECISIONS, "training.precision", f"use one of {', '.join(PRECISIONS)}"),
-            (t.compile in COMPILE, "training.compile", f"use one of {', '.join(COMPILE)}"),
-            (t.merge_micro_batches in MERGE, "training.merge_micro_batches", f"use one of {', '.join(MERGE)}"),
-            (t.metric in METRICS, "training.metric", f"use one of {', '.join(METRICS)}"),
-            (t.rouge_tokenize in TOKENIZERS, "training.rouge_tokenize", f"use one of {', '.join(TOKENIZERS)}"),
+            *((self.value(key) in words, key, f"use one of {', '.join(words)}") for key, words in CHOICES.items()),
             (t.batch_size >= 1, "training.batch_size", "use 1 or more"),
             (t.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "use 1 or more"),
             (t.learning_rate > 0, "training.learning_rate", "use a positive number"),
@@ -227,6 +224,10 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{source}: bad value for '{key}'; {fix}")
         parse_columns(self.data.columns, source=f"{source}: data.columns")
+
+    def value(self, key: str) -> Any:
+        """A dotted key's value (`method` too)."""
+        return self.method if key == "method" else functools.reduce(getattr, key.split("."), self)
 
     @staticmethod
     def type_of(key: str) -> type:
@@ -294,4 +295,7 @@ def _coerce(value: Any, kind: type, key: str, source: str) -> Any:
             raise TypeError
         return value
     except (TypeError, ValueError):
+        if key in CHOICES:  # YAML reads yes/no/on/off as booleans
+            raise ConfigError(f"{source}: bad value for '{key}' ({value!r}); "
+                              f"use one of {', '.join(CHOICES[key])}") from None
         raise ConfigError(f"{source}: '{key}' must be {kind.__name__}, got {value!r}") from None

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from models.config import TrainConfig
+from models.config import CHOICES, TrainConfig
 from models.errors import ConfigError
 from search.space import SPACES_DIR
 
@@ -159,6 +159,14 @@ def test_qlora_without_4bit(tmp_path):
 def test_out_of_range_values_name_the_key(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         TrainConfig().override({key: value})
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+@pytest.mark.parametrize("value", ["sometimes", True, 3])  # YAML reads `--set KEY=yes` as True
+def test_a_key_of_a_few_words_names_them_whatever_was_given(key, value):
+    words = re.escape(", ".join(CHOICES[key]))
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}'.*use one of {words}$"):
+        TrainConfig().override({key: value}).validate()
 
 
 def test_unknown_override_key():
