@@ -40,8 +40,11 @@ def make_sampler(name: str, space: Space, seed: int | None) -> optuna.samplers.B
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     return {
         # Trials cost minutes, so TPE starts modelling after 5 random ones (its default waits for 10);
-        # multivariate + group model the parameters jointly and handle the LoRA-only ones.
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True),
+        # multivariate + group model the parameters jointly and handle the LoRA-only ones; the constant liar
+        # (Optuna 5's default, relied on here) counts the trials other workers are running as bad ones, so
+        # workers asking at once do not all propose one point.
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, group=True,
+                                                  constant_liar=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
