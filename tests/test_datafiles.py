@@ -87,6 +87,10 @@ def test_a_datasetdict_folder_names_its_splits(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, expected", [
+    ("train.csv", b"fname,dialogue,summary\na,\"#Person1#: hi, summary\n", r"not a readable CSV file \(.*\); check"),
+    ("train.csv", b"fname,dialogue,summary\na,\"hi\"there,s\n", r"not a readable CSV file \(.*\); check its quoting"),
+    ("train.csv", b"fname,dialogue,summary\na,hi,s\nb,hi,s,extra\n", r"line 3 has 4 fields, the header 3"),
+    ("train.csv", b"fname,dialogue,summary,dialogue\na,hi,s,t\n", "names the column 'dialogue' twice"),
     ("train.jsonl", b"", "is empty; it needs one JSON object a line"),
     ("train.parquet", b"", "is empty"),
     ("train.jsonl", "{\"fname\": \"친구\"}\n".encode("cp949"), "is not UTF-8 text"),
@@ -229,3 +233,13 @@ def test_a_hub_layout_folder_reads_through_the_hub_path(tmp_path):
     assert read_rows(f"hub:{root}:samsum:train", need_summary=True)[0][0]["dialogue"] == SAMSUM[0]["dialogue"]
     with pytest.raises(DataError, match="check NAME, CONFIG and SPLIT"):
         read_rows(f"hub:{root}:test", need_summary=True)
+
+
+def test_a_csv_reads_as_written_quoted_newlines_windows_line_ends_short_rows_and_blank_lines(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes('fname,dialogue,summary\r\n007,"#Person1#: 안녕, 잘 지내?\r\n#Person2#: ""응""",NA\r\n'
+                     '\r\nb,#Person1#: 끝\r\n'.encode())
+    rows, skipped = read_rows(path, need_summary=False)
+    assert rows == [{"fname": "007", "dialogue": '#Person1#: 안녕, 잘 지내?\r\n#Person2#: "응"', "summary": "NA"},
+                    {"fname": "b", "dialogue": "#Person1#: 끝", "summary": ""}]
+    assert skipped == 0
