@@ -21,10 +21,10 @@ def eval_loss(model, features: list[dict], make_batch: Callable, causal: bool, b
     rows a pass: its logits (a vocabulary-wide fp32 row per token) are what a pass's memory goes to."""
     total, tokens = 0.0, 0
     for start in range(0, len(features), batch_size):
-        batch = send_to_device(make_batch(features[start: start + batch_size]), device)
+        batch = make_batch(features[start: start + batch_size])
+        count = scored_tokens(batch, causal).item()  # counted on the CPU, before the batch goes to the GPU
         with autocast():
-            loss = forward_loss(model, batch, causal, smoothing=0.0)
-        count = scored_tokens(batch, causal).item()
+            loss = forward_loss(model, send_to_device(batch, device), causal, smoothing=0.0)
         total, tokens = total + loss.item() * count, tokens + count
     return total / max(tokens, 1)
 
